@@ -1,0 +1,40 @@
+# The two commands of the README: `make test` and `make demo`. Both set up everything they need
+# on a fresh machine (a virtualenv, the Docker engine, the test tools) and are safe to re-run.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup engine tools lint typecheck unit test demo bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+engine:
+	scripts/ensure-docker
+
+tools:
+	scripts/ensure-tools
+
+lint: setup
+	$(BIN)/ruff check operator tests bench scripts
+	$(BIN)/ruff format --check operator tests bench scripts
+	$(BIN)/mypy
+
+test: setup tools engine lint
+	$(BIN)/python -m pytest
+
+demo: setup tools engine
+	$(BIN)/runscaler demo
+
+bench: setup tools engine
+	$(BIN)/python bench/plan.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Runner backends: where runners run (Docker containers, Tart VMs). See `base.py`."""

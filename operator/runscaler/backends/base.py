@@ -1,0 +1,106 @@
+"""The contract between the scaler and whatever runs runners (Docker containers, Tart VMs).
+
+A backend starts a runner from a `RunnerSpec`, removes it, lists the runners it owns, and
+reports their exits as a stream. It knows nothing of GitHub: the JIT config is an opaque
+secret it hands to the runner's environment, and the labels are opaque ownership marks it
+puts on everything it creates and filters by. One backend instance serves one fleet on one
+engine, shared by every scale set that uses that engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from runscaler.errors import RunscalerError
+from runscaler.manifest.models import DockerTemplate, TartTemplate
+
+# Ownership labels (architecture.md, Restart / adoption).
+LABEL_FLEET = "dev.runscaler.fleet"
+LABEL_SCALE_SET = "dev.runscaler.scale-set"
+LABEL_SCALE_SET_KEY = "dev.runscaler.scale-set-key"
+LABEL_RUNNER = "dev.runscaler.runner"
+LABEL_TEMPLATE = "dev.runscaler.template"
+
+JIT_CONFIG_ENV = "ACTIONS_RUNNER_INPUT_JITCONFIG"
+
+
+class BackendError(RunscalerError):
+    """A backend operation failed; the message says what and what to check."""
+
+
+class BackendUnavailable(BackendError):
+    """The engine (or the `tart` CLI) cannot be reached at all; retry later."""
+
+
+class RunnerNotFound(BackendError):
+    """No runner of that name exists (already removed)."""
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """Everything needed to start one runner. `jit_config` is a secret: env only."""
+
+    name: str
+    jit_config: str = field(repr=False)
+    labels: Mapping[str, str]
+    template: DockerTemplate | TartTemplate
+    # The template's `env` with secret refs resolved (a secret: never logged).
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class OwnedRunner:
+    """A runner the backend found carrying our labels."""
+
+    name: str
+    labels: Mapping[str, str]
+    running: bool
+    exit_code: int | None = None
+    created_at: float | None = None  # epoch seconds
+
+
+@dataclass(frozen=True)
+class RunnerExit:
+    """A runner's process ended (job done, crashed, killed)."""
+
+    name: str
+    exit_code: int
+    at: float  # epoch seconds
+
+
+class Backend(Protocol):
+    async def check(self, template: DockerTemplate | TartTemplate) -> str:
+        """Prove the engine answers and the template's image is present or obtainable
+        under its pull policy, without creating anything; return a one-line summary.
+        Raise `BackendError` saying what is wrong and what to check."""
+        ...
+
+    async def prepare(self, template: DockerTemplate | TartTemplate) -> None:
+        """Make the template usable (pull its image per policy, create shared volumes).
+        Idempotent and cheap when already done; concurrent callers share one pull."""
+        ...
+
+    async def start(self, spec: RunnerSpec) -> None:
+        """Create and start the runner; return once it is running."""
+        ...
+
+    async def remove(self, name: str) -> None:
+        """Remove the runner now (force); `RunnerNotFound` if it is already gone."""
+        ...
+
+    async def list_owned(self, selector: Mapping[str, str]) -> list[OwnedRunner]:
+        """Runners whose labels include every `selector` item (running or exited)."""
+        ...
+
+    def exits(self, selector: Mapping[str, str]) -> AsyncIterator[RunnerExit]:
+        """Exits of runners matching `selector`, as they happen (watched, not polled).
+        Raises `BackendUnavailable` when the engine goes away; subscribe again later."""
+        ...
+
+    async def logs_tail(self, name: str, lines: int = 20) -> list[str]:
+        """The runner's last output lines (for a runner that failed), secrets excluded."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,137 @@
+"""The command line: parse arguments, run one subcommand, turn its outcome into an exit code.
+
+Each subcommand is a module in `runscaler.commands` with `HELP`, `EXAMPLES`, `configure(parser)`
+and `main(args) -> int`. Command modules import their heavy dependencies inside `main`, so
+`runscaler version` and `--help` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import os
+import sys
+import traceback
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+from runscaler import __version__
+from runscaler.errors import (
+    EXIT_INTERNAL_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    ManifestError,
+    UserError,
+)
+from runscaler.paths import default_state_dir
+
+# The order `--help` lists them in.
+COMMANDS = (
+    "run",
+    "validate",
+    "plan",
+    "status",
+    "init",
+    "doctor",
+    "demo",
+    "simulator",
+    "schema",
+    "convert",
+    "version",
+)
+
+
+def _command_modules() -> list[tuple[str, ModuleType]]:
+    found = []
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"runscaler.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"runscaler.commands.{name}":
+                raise
+            continue
+        found.append((name, module))
+    return found
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1 like every other user error (2 means "changes" to `plan`)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="runscaler",
+        description="Auto-scale ephemeral GitHub Actions runners from a fleet manifest.",
+    )
+    parser.add_argument("--version", action="version", version=f"runscaler {__version__}")
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
+    for name, module in _command_modules():
+        sub = commands.add_parser(
+            name,
+            help=module.HELP,
+            description=module.HELP,
+            epilog=f"examples:\n{module.EXAMPLES}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.configure(sub)
+        sub.set_defaults(handler=module.main)
+    return parser
+
+
+def write_crash_log(state_dir: Path) -> Path | None:
+    """Write the current exception's traceback to `<state dir>/crash-<timestamp>.log`."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        path = state_dir / f"crash-{stamp}.log"
+        path.write_text(traceback.format_exc())
+    except OSError:
+        return None
+    return path
+
+
+def _report_internal_error(args: argparse.Namespace | None) -> int:
+    state_dir = getattr(args, "state_dir", None) or default_state_dir()
+    path = write_crash_log(Path(state_dir))
+    where = f"; details in {path}" if path else ""
+    print(f"runscaler: internal error: {sys.exc_info()[1]!r}{where}", file=sys.stderr)
+    print("please report it with that file", file=sys.stderr)
+    return EXIT_INTERNAL_ERROR
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args: argparse.Namespace | None = None
+    try:
+        args = build_parser().parse_args(argv)
+        code: int = args.handler(args)
+        return code
+    except ManifestError as exc:
+        for diagnostic in exc.diagnostics:
+            print(diagnostic.located(), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except UserError as exc:
+        print(f"runscaler: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("runscaler: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout closed early (`runscaler plan | head`): not an error worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_USER_ERROR
+    except Exception:
+        return _report_internal_error(args)
+
+
+def main() -> None:
+    sys.exit(run())

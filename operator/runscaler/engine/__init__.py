@@ -1,0 +1,1 @@
+"""The runtime: listener, scaler, controller, watcher, and the root task group."""

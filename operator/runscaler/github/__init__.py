@@ -1,0 +1,1 @@
+"""The only package that talks HTTP to GitHub: the runner scale set API client."""

@@ -1,0 +1,1 @@
+"""A protocol-faithful GitHub + Actions service for tests, demos and benchmarks."""
