@@ -1,0 +1,244 @@
+"""Sending one request: retries, timeouts, BOM stripping, and the httpx boundary.
+
+Everything httpx can raise stops here and comes out as a `GitHubError` with the cause chained,
+so the rest of the package (and its callers) handle one error tree. Bodies are read whole and
+a leading UTF-8 byte order mark is dropped, as the Actions service sometimes sends one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from runscaler.errors import ConfigurationError
+from runscaler.github.errors import (
+    ServiceError,
+    TransportError,
+    classify_response,
+    describe,
+)
+from runscaler.github.retrying import (
+    RetryPolicy,
+    is_certificate_error,
+    retryable_status,
+    retryable_transport_error,
+)
+from runscaler.logs import secrets
+
+log = logging.getLogger("runscaler.github")
+
+BOM = b"\xef\xbb\xbf"
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def strip_bom(body: bytes) -> bytes:
+    """Drop one leading UTF-8 byte order mark."""
+    return body[len(BOM) :] if body.startswith(BOM) else body
+
+
+@dataclass(frozen=True)
+class Response:
+    """A finished response: status, headers and the whole body (BOM already stripped)."""
+
+    method: str
+    url: str
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.url}"
+
+    def json(self, what: str) -> Any:
+        """The body as JSON, or a ServiceError saying the service answered something else."""
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise ServiceError(
+                describe(
+                    f"{what} ({self.label})",
+                    status=self.status,
+                    detail="the response is not JSON",
+                    hint="is github.url pointing at GitHub?",
+                ),
+                status=self.status,
+            ) from exc
+
+
+def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext | bool:
+    """The default trust store, plus the CAs in `ca_bundle` when given."""
+    if ca_bundle is None:
+        return True
+    context = ssl.create_default_context()
+    try:
+        import certifi  # httpx's own default trust store
+
+        context.load_verify_locations(cafile=certifi.where())
+    except (ImportError, OSError):
+        pass
+    try:
+        context.load_verify_locations(cafile=str(ca_bundle))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"{ca_bundle}: cannot load CA certificates ({exc}); give a PEM file of CA certificates"
+        ) from exc
+    return context
+
+
+def build_http_client(
+    *,
+    proxy: str | None,
+    ca_bundle: Path | None,
+    timeout: float,
+    transport: httpx.AsyncBaseTransport | None,
+) -> httpx.AsyncClient:
+    """The one httpx client of a ScaleSetClient; proxy settings come from the environment too."""
+    if proxy:
+        password = urlsplit(proxy).password
+        secrets.add(password)
+    try:
+        return httpx.AsyncClient(
+            proxy=proxy or None,
+            verify=ssl_context(ca_bundle),
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            follow_redirects=False,
+            trust_env=True,
+        )
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise ConfigurationError(f"invalid proxy URL: {exc}; use http://HOST:PORT") from exc
+
+
+class Sender:
+    """Sends requests with the retry policy and turns failures into GitHubErrors."""
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        retry: RetryPolicy,
+        timeout: float,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.http = http
+        self.retry = retry
+        self.timeout = timeout
+        self.sleep = sleep
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        headers: Mapping[str, str],
+        content: bytes | None = None,
+        retry_statuses: Collection[int] = (),
+    ) -> Response:
+        """Send until an answer that is not worth retrying, or the attempts run out.
+
+        Returns the final response whatever its status (the caller judges it), except when
+        a retryable status or transport failure lasted through every attempt: that raises.
+        `retry_statuses` adds statuses retried for this request only (G3's 401/403), whose
+        last response is returned rather than raised.
+        """
+        label = f"{what} ({method} {url})"
+        try:
+            request = self.http.build_request(method, url, headers=headers, content=content)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
+            raise TransportError(describe(label, detail=f"invalid URL: {exc}")) from exc
+        attempts = self.retry.attempts
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                response = await self._attempt(request)
+            except (httpx.HTTPError, httpx.InvalidURL, TimeoutError) as exc:
+                if last or not retryable_transport_error(exc):
+                    raise _transport_error(label, exc, attempts=attempt + 1) from exc
+                wait = self.retry.backoff(attempt)
+                log.warning(
+                    "%s %s: %s; retrying in %.1fs (attempt %d of %d)",
+                    method,
+                    url,
+                    _reason(exc),
+                    wait,
+                    attempt + 2,
+                    attempts,
+                )
+                await self.sleep(wait)
+                continue
+            extra = response.status in retry_statuses
+            if not (retryable_status(response.status) or extra):
+                return response
+            if last:
+                if extra:
+                    return response
+                raise classify_response(
+                    label,
+                    status=response.status,
+                    headers=response.headers,
+                    body=response.body,
+                    detail=f"giving up after {attempts} attempt{'s' if attempts > 1 else ''}",
+                    hint=None if response.status == 429 else "GitHub is failing; try again later",
+                )
+            wait = self.retry.wait(attempt, response.headers.get("retry-after"))
+            log.warning(
+                "%s %s: %d; retrying in %.1fs (attempt %d of %d)",
+                method,
+                url,
+                response.status,
+                wait,
+                attempt + 2,
+                attempts,
+            )
+            await self.sleep(wait)
+        raise AssertionError("unreachable: the loop returns or raises on its last attempt")
+
+    async def _attempt(self, request: httpx.Request) -> Response:
+        started = time.monotonic()
+        async with asyncio.timeout(self.timeout):
+            reply = await self.http.send(request)
+            body = strip_bom(reply.content)
+        log.debug(
+            "%s %s -> %d in %.0f ms",
+            request.method,
+            request.url,
+            reply.status_code,
+            (time.monotonic() - started) * 1000,
+        )
+        return Response(
+            method=request.method,
+            url=str(request.url),
+            status=reply.status_code,
+            headers=reply.headers,
+            body=body,
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return "timed out"
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
+def _transport_error(label: str, exc: BaseException, *, attempts: int) -> TransportError:
+    if is_certificate_error(exc):
+        hint = "the server's TLS certificate is not trusted; give its CA with caBundle"
+    elif isinstance(exc, httpx.ProxyError):
+        hint = "check the proxy setting"
+    else:
+        hint = "check the network, the proxy settings and github.url"
+    tries = f"giving up after {attempts} attempt{'s' if attempts > 1 else ''}"
+    return TransportError(describe(label, detail=f"{_reason(exc)}, {tries}", hint=hint))
