@@ -1,0 +1,154 @@
+"""Reaching a Docker engine: endpoint parsing, client TLS, and the error boundary.
+
+Every call the Docker backend makes goes through `engine_calls`, which turns whatever aiodocker,
+aiohttp, `ssl` or the operating system raise into our own tree: `BackendUnavailable` when the
+engine cannot be reached (or went away mid-call), `BackendError` with the engine's own message
+otherwise. So no aiodocker or aiohttp exception ever escapes the backend, and every message says
+which engine and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiodocker
+import aiohttp
+from aiodocker.exceptions import DockerError
+
+from runscaler.backends.base import BackendError, BackendUnavailable
+
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+
+# Connecting (including waiting for a pooled connection) must be quick; an engine that answers
+# slowly under load (30 containers created at once, a large container removed) is still alive.
+CONNECT_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 300.0
+
+
+def default_host() -> str:
+    """`$DOCKER_HOST` when set, else the local socket."""
+    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+
+
+@dataclass(frozen=True)
+class DockerTLSPaths:
+    """Client TLS for a `tcp://` engine: absolute paths (the loader resolves them against the
+    manifest's directory). `ca` verifies the engine; `cert` + `key` identify us to it."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where an engine listens, as written (`host`, for messages) and as aiodocker wants it."""
+
+    host: str
+    url: str
+    socket_path: str | None = None  # the engine's Unix socket, for `dind`
+
+
+def parse_host(host: str, *, tls: DockerTLSPaths | None = None) -> Endpoint:
+    """`unix:///path` or `tcp://HOST:PORT` (https when `tls` is given) → an `Endpoint`."""
+    parts = urlsplit(host)
+    if parts.scheme == "unix" and parts.path:
+        return Endpoint(host=host, url=f"unix://{parts.path}", socket_path=parts.path)
+    if parts.scheme in ("tcp", "http", "https") and parts.hostname:
+        port = parts.port or (2376 if tls or parts.scheme == "https" else 2375)
+        hostname = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        scheme = "https" if tls or parts.scheme == "https" else "http"
+        return Endpoint(host=host, url=f"{scheme}://{hostname}:{port}")
+    raise BackendError(
+        f"docker.host {host!r} is not an engine address: "
+        "use unix:///var/run/docker.sock or tcp://HOST:PORT"
+    )
+
+
+def ssl_context(host: str, tls: DockerTLSPaths) -> ssl.SSLContext:
+    """A client context that verifies the engine (against `tls.ca`, else the system store)."""
+    if (tls.cert is None) != (tls.key is None):
+        raise BackendError(f"docker.tls for {host}: set both cert and key, or neither")
+    try:
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca) if tls.ca else None
+        )
+        if tls.cert is not None and tls.key is not None:
+            context.load_cert_chain(certfile=str(tls.cert), keyfile=str(tls.key))
+    except (OSError, ssl.SSLError) as exc:
+        raise BackendError(
+            f"docker.tls for {host}: cannot load the certificates ({_reason(exc)}): "
+            "check the ca, cert and key paths"
+        ) from exc
+    return context
+
+
+def connect(endpoint: Endpoint, tls: DockerTLSPaths | None) -> aiodocker.Docker:
+    """An aiodocker client for `endpoint` (no I/O until the first call)."""
+    context = ssl_context(endpoint.host, tls) if tls is not None else None
+    timeout = aiohttp.ClientTimeout(
+        total=None,
+        connect=CONNECT_TIMEOUT,
+        sock_connect=CONNECT_TIMEOUT,
+        sock_read=REQUEST_TIMEOUT,
+    )
+    return aiodocker.Docker(url=endpoint.url, ssl_context=context, timeout=timeout)
+
+
+def unreachable(host: str) -> str:
+    return f"cannot reach Docker at {host}: is the engine running? try runscaler doctor"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).replace("_", " ").lower()
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _ssl_cause(exc: BaseException) -> BaseException | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError | aiohttp.ClientSSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _unavailable(host: str, exc: BaseException) -> BackendUnavailable:
+    tls = _ssl_cause(exc)
+    if tls is not None:
+        inner = getattr(tls, "certificate_error", None) or getattr(tls, "os_error", None) or tls
+        return BackendUnavailable(
+            f"cannot reach Docker at {host}: TLS failed ({_reason(inner)}): "
+            "check docker.tls (ca, cert, key) and the engine's certificate"
+        )
+    if isinstance(exc, TimeoutError):
+        return BackendUnavailable(
+            f"Docker at {host} did not answer in time: is the engine overloaded or hung? "
+            "try runscaler doctor"
+        )
+    return BackendUnavailable(unreachable(host))
+
+
+@contextmanager
+def engine_calls(host: str, what: str) -> Iterator[None]:
+    """Translate every failure inside the block; `what` completes "cannot … at HOST"."""
+    try:
+        yield
+    except BackendError:
+        raise
+    except DockerError as exc:
+        # aiodocker reports a failed connection as status 900, the original error as context.
+        if exc.status == 900:
+            raise _unavailable(host, exc) from exc
+        message = str(exc.message).strip().splitlines()[0] if exc.message else "failed"
+        raise BackendError(f"{what} on Docker at {host}: {message}") from exc
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise _unavailable(host, exc) from exc

@@ -1,0 +1,187 @@
+"""Getting a runner image onto an engine: pull policies, one pull per image, progress events.
+
+Many scale sets may use one image and start at the same moment; they must share one pull, not
+race the engine with ten. `ImagePuller` keeps one in-flight pull task per (image, platform) that
+every caller awaits, and remembers which images `pull: always` has already refreshed in this
+process, so `always` means once per operator lifetime, not once per runner.
+
+The engine's pull stream is turned into `PullEvent`s for a `PullProgress` (the console renders
+them); the renderer never sees the engine's raw JSON, and a renderer bug never breaks a pull.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import aiodocker
+from aiodocker.exceptions import DockerError
+
+from runscaler.backends.base import BackendError
+from runscaler.backends.docker_client import engine_calls
+
+log = logging.getLogger(__name__)
+
+PullPolicy = Literal["always", "missing", "never"]
+
+
+@dataclass(frozen=True)
+class PullEvent:
+    """One line of an engine's pull stream, for one layer (or the image when `layer` is None).
+
+    `status` is the engine's word for the step: `Pulling fs layer`, `Waiting`, `Downloading`,
+    `Verifying Checksum`, `Download complete`, `Extracting`, `Pull complete`, `Already exists`.
+    `current`/`total` are bytes, when the engine reports them.
+    """
+
+    image: str
+    layer: str | None
+    status: str
+    current: int | None = None
+    total: int | None = None
+
+
+class PullProgress(Protocol):
+    """Receives the progress of pulls (several images may be pulled at once)."""
+
+    def pull_started(self, image: str) -> None: ...
+
+    def pull_event(self, event: PullEvent) -> None: ...
+
+    def pull_finished(self, image: str, *, error: str | None = None) -> None: ...
+
+
+def pull_event(image: str, item: dict[str, Any]) -> PullEvent | None:
+    """The engine's JSON line → a `PullEvent` (None for lines without a status)."""
+    status = item.get("status")
+    if not isinstance(status, str):
+        return None
+    detail = item.get("progressDetail") or {}
+    layer = item.get("id")
+    # Image-level lines carry the tag as their id ("Pulling from library/x", id "latest").
+    if status.startswith(("Pulling from", "Digest:", "Status:")):
+        layer = None
+    return PullEvent(
+        image=image,
+        layer=layer if isinstance(layer, str) else None,
+        status=status,
+        current=_int(detail.get("current")),
+        total=_int(detail.get("total")),
+    )
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class ImagePuller:
+    """Applies pull policies for one engine, sharing pulls between concurrent callers."""
+
+    def __init__(
+        self,
+        *,
+        docker: Callable[[], aiodocker.Docker],
+        host: str,
+        progress: PullProgress | None = None,
+    ) -> None:
+        self._docker = docker
+        self._host = host
+        self._progress = progress
+        self._inflight: dict[tuple[str, str | None], asyncio.Task[None]] = {}
+        self._refreshed: set[tuple[str, str | None]] = set()
+
+    async def ensure(self, image: str, *, policy: PullPolicy, platform: str | None) -> None:
+        """Make `image` present per `policy` (see the manifest's `docker.pull`)."""
+        key = (image, platform)
+        if policy == "never":
+            if not await self.present(image):
+                raise BackendError(
+                    f"image {image} is not on Docker at {self._host} and docker.pull is never: "
+                    "load it there (docker pull or docker load) or set docker.pull: missing"
+                )
+            return
+        if policy == "missing":
+            if not await self.present(image):
+                await self.pull(image, platform=platform)
+            return
+        if key in self._refreshed:
+            return
+        try:
+            await self.pull(image, platform=platform)
+        except BackendError as exc:
+            # An unreachable registry must not take a fleet down while a copy is at hand.
+            if not await self.present(image):
+                raise
+            log.warning("%s; using the copy already on the engine", exc)
+            return
+        self._refreshed.add(key)
+
+    async def present(self, image: str) -> bool:
+        with engine_calls(self._host, f"cannot inspect image {image}"):
+            try:
+                await self._docker().images.inspect(image)
+            except DockerError as exc:
+                if exc.status == 404:
+                    return False
+                raise
+        return True
+
+    async def pull(self, image: str, *, platform: str | None) -> None:
+        """Pull `image`; a pull of the same image already under way is joined, not repeated."""
+        key = (image, platform)
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._pull(image, platform), name=f"pull {image}")
+            self._inflight[key] = task
+            task.add_done_callback(lambda done: self._forget(key, done))
+        # One caller giving up (cancelled) must not cancel the pull the others wait for.
+        await asyncio.shield(task)
+
+    def _forget(self, key: tuple[str, str | None], task: asyncio.Task[None]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here so an unawaited failure is not reported twice
+
+    async def pullable(self, image: str) -> str:
+        """Ask the registry (through the engine) for the image's manifest, downloading nothing;
+        return the digest. Raises `BackendError` with the registry's answer."""
+        with engine_calls(self._host, f"cannot pull image {image}"):
+            data = await self._docker()._query_json(f"distribution/{image}/json")
+        descriptor = data.get("Descriptor") if isinstance(data, dict) else None
+        digest = descriptor.get("digest") if isinstance(descriptor, dict) else None
+        return str(digest or "")
+
+    async def close(self) -> None:
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _pull(self, image: str, platform: str | None) -> None:
+        self._notify("pull_started", image)
+        error: str | None = "cancelled"
+        try:
+            with engine_calls(self._host, f"cannot pull image {image}"):
+                stream = self._docker().images.pull(image, platform=platform, stream=True)
+                async for item in stream:
+                    event = pull_event(image, item)
+                    if event is not None:
+                        self._notify("pull_event", event)
+            error = None
+        except BackendError as exc:
+            error = str(exc)
+            raise
+        finally:
+            self._notify("pull_finished", image, error=error)
+
+    def _notify(self, method: str, *args: Any, **kwargs: Any) -> None:
+        if self._progress is None:
+            return
+        try:
+            getattr(self._progress, method)(*args, **kwargs)
+        except Exception:
+            log.exception("pull progress display failed (the pull goes on)")
