@@ -19,6 +19,9 @@ import loopback_only  # noqa: E402
 
 loopback_only.install()
 
+# Real Docker parts (busybox image, registry, extra engines) for every test package.
+pytest_plugins = ("tests.integration.dockerkit",)
+
 _GUARD_LOG = Path(tempfile.mkstemp(prefix="runscaler-guard-", suffix=".log")[1])
 
 # Python subprocesses (the operator, the simulator) get the same guard through sitecustomize.
