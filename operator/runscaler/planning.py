@@ -15,7 +15,9 @@ No I/O here, and nothing from the engine, GitHub client or backends.
 
 from __future__ import annotations
 
+import copy
 import enum
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -337,19 +339,30 @@ def _plain(scale_set: ScaleSet) -> dict[str, Any]:
 
 
 def _fill_optional_blocks(data: dict[str, Any], model: type[BaseModel]) -> None:
+    for key, block, default in _blocks(model):
+        if data.get(key) is None and default is not None:
+            data[key] = copy.deepcopy(default)
+        if isinstance(data.get(key), dict):
+            _fill_optional_blocks(data[key], block)
+
+
+@functools.cache
+def _blocks(
+    model: type[BaseModel],
+) -> tuple[tuple[str, type[BaseModel], dict[str, Any] | None], ...]:
+    """The model's sub-model fields: (key, model, its default dump or None if it has none)."""
+    found = []
     for name, info in model.model_fields.items():
-        key = info.alias or name
         candidates = get_args(info.annotation) or (info.annotation,)
         block = next((t for t in candidates if _is_model(t)), None)
         if block is None:
             continue
-        if data.get(key) is None:
-            try:
-                data[key] = block().model_dump(mode="json", by_alias=True)
-            except ValidationError:
-                continue  # has required fields (github.auth.app): stays null
-        if isinstance(data[key], dict):
-            _fill_optional_blocks(data[key], block)
+        try:
+            default: dict[str, Any] | None = block().model_dump(mode="json", by_alias=True)
+        except ValidationError:
+            default = None  # has required fields (github.auth.app): stays null
+        found.append((info.alias or name, block, default))
+    return tuple(found)
 
 
 def _is_model(annotation: object) -> bool:
