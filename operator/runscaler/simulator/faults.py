@@ -1,11 +1,13 @@
 """Faults on demand: make the next N matching requests fail the way networks and GitHub do.
 
 `POST /_sim/faults {"method", "path", "times", "status", "retryAfter", "delay", "bom",
-"drop"}` schedules one. The middleware here applies the first live fault matching a request
+"drop"}` schedules one. The middleware here applies the live faults matching a request
 (method and a regex searched in the path) before the real handler runs: wait `delay`, then
 drop the connection, or answer `status` (with `Retry-After`), or let the handler answer and
-put a UTF-8 BOM before its body. `times` -1 (or null) means every matching request. The
-control API itself (`/_sim/...`) is never faulted, so a test can always clear faults.
+put a UTF-8 BOM before its body. `times` -1 (or null) means every matching request. Every
+matching fault applies and counts the request (delays add up; the first status wins), so an
+"always a BOM" fault composes with a one-off 503. The control API (`/_sim/...`) is never
+faulted, so a test can always clear faults.
 """
 
 from __future__ import annotations
@@ -123,15 +125,16 @@ class Faults:
     def clear(self) -> None:
         self.items.clear()
 
-    def take(self, method: str, path: str) -> Fault | None:
-        """The first live fault for this request, with one use counted."""
+    def take(self, method: str, path: str) -> list[Fault]:
+        """Every live fault matching this request, each with one use counted."""
+        taken = []
         for fault in self.items:
             if fault.matches(method, path):
                 fault.hits += 1
                 if fault.times > 0:
                     fault.times -= 1
-                return fault
-        return None
+                taken.append(fault)
+        return taken
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -142,21 +145,24 @@ def fault_middleware(faults: Faults) -> Any:
     async def apply_faults(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/_sim/"):
             return await handler(request)
-        fault = faults.take(request.method, request.path)
-        if fault is None:
+        taken = faults.take(request.method, request.path)
+        if not taken:
             return await handler(request)
-        log.info("fault %d on %s %s", fault.id, request.method, request.path)
-        if fault.delay:
-            await asyncio.sleep(fault.delay)
-        if fault.drop:
+        log.info("faults %s on %s %s", [f.id for f in taken], request.method, request.path)
+        delay = sum(f.delay for f in taken)
+        if delay:
+            await asyncio.sleep(delay)
+        if any(f.drop for f in taken):
             if request.transport is not None:
                 request.transport.abort()
-            raise ConnectionResetError("connection dropped by a simulated fault")
-        if fault.status is not None:
-            response: web.StreamResponse = _fault_response(fault)
+            # Nothing reaches the client: the connection is gone before the response is written.
+            return web.Response(status=204)
+        failing = next((f for f in taken if f.status is not None), None)
+        if failing is not None:
+            response: web.StreamResponse = _fault_response(failing)
         else:
             response = await handler(request)
-        if fault.bom and isinstance(response, web.Response) and response.body:
+        if any(f.bom for f in taken) and isinstance(response, web.Response) and response.body:
             body = response.body
             if isinstance(body, bytes | bytearray):
                 response.body = BOM + bytes(body)

@@ -1,0 +1,157 @@
+"""`runscaler simulator`: serve the GitHub simulator alone, until SIGTERM or Ctrl-C.
+
+The first line on stdout is `simulator listening on http://HOST:PORT` (flushed at once), so a
+script or test that starts it with `--listen 127.0.0.1:0` learns the port from that line.
+It listens on loopback only unless `--allow-remote` says otherwise: it accepts any token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runscaler.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from runscaler.simulator.server import SimulatorOptions
+
+HELP = "run the GitHub simulator alone: try a fleet, a test or a demo without GitHub"
+EXAMPLES = """\
+  runscaler simulator
+  runscaler simulator --listen 127.0.0.1:9000 --poll-wait 5
+  runscaler simulator --token s3cret --redispatch-interval 60
+  curl -d '{"labels": ["linux"], "count": 3, "duration": 10}' http://127.0.0.1:9000/_sim/jobs
+  curl http://127.0.0.1:9000/_sim/state"""
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds >= 0")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="address to serve on; port 0 picks a free port (default 127.0.0.1:0)",
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --listen address that is not loopback (anyone reaching it can use it)",
+    )
+    parser.add_argument("--token", help="accept only this token (default: any non-empty token)")
+    timings = (
+        ("--poll-wait", 50.0, "long-poll wait of the message queue before 202"),
+        ("--session-timeout", 60.0, "drop a session not polled for the poll wait plus this"),
+        ("--admin-token-ttl", 3600.0, "lifetime of the Actions service admin token"),
+        ("--registration-token-ttl", 3600.0, "lifetime of registration tokens"),
+        ("--mq-token-ttl", 3600.0, "lifetime of message-queue tokens (then 401 until refreshed)"),
+        ("--redispatch-interval", 300.0, "cancel and re-assign an acquired job nobody takes"),
+        ("--runner-lost-timeout", 10.0, "fail a job whose runner has not reported this long"),
+    )
+    for flag, default, text in timings:
+        parser.add_argument(
+            flag, type=_seconds, default=default, metavar="S", help=f"{text} (default {default:g})"
+        )
+    parser.add_argument(
+        "--app-key",
+        type=Path,
+        metavar="PEM_FILE",
+        help="verify GitHub App JWTs against this public key (default: accept any RS256 JWT)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
+
+
+def parse_listen(text: str, *, allow_remote: bool) -> tuple[str, int]:
+    """`HOST:PORT` → (host, port); a non-loopback host only with `allow_remote`."""
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigurationError(f"--listen {text}: give HOST:PORT, like 127.0.0.1:9000")
+    if host.lower() == "localhost":
+        host = "127.0.0.1"  # one address, so port 0 means one port
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigurationError(
+            f"--listen {text}: {host} is not an IP address: use 127.0.0.1 (or ::1)"
+        ) from None
+    if not address.is_loopback and not allow_remote:
+        raise ConfigurationError(
+            f"--listen {text}: {host} is not a loopback address and the simulator accepts "
+            "any token: use 127.0.0.1, or add --allow-remote to serve there anyway"
+        )
+    return host, int(port_text)
+
+
+def _read_app_key(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigurationError(f"--app-key {path}: cannot read it: {exc.strerror}") from None
+    if "-----BEGIN" not in text:
+        raise ConfigurationError(f"--app-key {path}: not a PEM public key")
+    return text
+
+
+async def _serve(options: SimulatorOptions, *, host: str, port: int) -> None:
+    import asyncio
+    import signal
+
+    from runscaler.simulator.server import start_simulator
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        simulator = await start_simulator(options, host=host, port=port)
+    except OSError as exc:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise ConfigurationError(
+            f"--listen {where}: cannot listen there: {exc.strerror or exc}"
+        ) from None
+    try:
+        print(f"simulator listening on {simulator.url}", flush=True)
+        await stop.wait()
+    finally:
+        await simulator.stop()
+
+
+def main(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from runscaler.logs import secrets, setup_logging
+    from runscaler.simulator.server import SimulatorOptions
+
+    host, port = parse_listen(args.listen, allow_remote=args.allow_remote)
+    if args.token is not None and not args.token.strip():
+        raise ConfigurationError("--token: must not be empty")
+    secrets.add(args.token)
+    options = SimulatorOptions(
+        token=args.token,
+        poll_wait=args.poll_wait,
+        session_timeout=args.session_timeout,
+        admin_token_ttl=args.admin_token_ttl,
+        registration_token_ttl=args.registration_token_ttl,
+        message_queue_token_ttl=args.mq_token_ttl,
+        redispatch_interval=args.redispatch_interval,
+        app_public_key=_read_app_key(args.app_key),
+        runner_lost_timeout=args.runner_lost_timeout,
+    )
+    setup_logging(args.log_level)
+    asyncio.run(_serve(options, host=host, port=port))
+    return 0
