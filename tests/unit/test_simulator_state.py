@@ -152,7 +152,8 @@ def test_job_messages_carry_the_fields_the_clients_read() -> None:
     state.acquire_jobs(s, [job], now=T0)
     runner = state.generate_jit_config(tenant, s, name="r1", work_folder="", now=T0)
     state.take_job(runner, now=T0 + 1)
-    status, result = state.job_progress(runner, job, now=T0 + 2)
+    assert state.job_progress(runner, job, now=T0 + 2) == ("finished", "failed")
+    result = "failed"
     state.report_result(runner, job, result, now=T0 + 2)
     available, _, started, completed = drain(state, s)
     assert available["acquireJobUrl"].startswith("http://sim/_services/pipelines/")
