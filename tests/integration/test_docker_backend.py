@@ -77,11 +77,17 @@ async def test_a_started_runner_is_a_running_container_named_and_labelled_for_it
     assert info["HostConfig"]["AutoRemove"] is False
 
 
-async def test_the_template_shapes_the_container(
-    docker_backend: DockerBackend, busybox_image: str, fleet_name: str, tmp_path: Path
-) -> None:
+@pytest.fixture
+def host_dir(tmp_path: Path) -> Path:
+    """A host directory with a file in it, readable by any runner user."""
     (tmp_path / "data.txt").write_text("from the host\n")
-    tmp_path.chmod(0o755)  # readable by the runner's user
+    tmp_path.chmod(0o755)
+    return tmp_path
+
+
+async def test_the_template_shapes_the_container(
+    docker_backend: DockerBackend, busybox_image: str, fleet_name: str, host_dir: Path
+) -> None:
     tpl = template(
         busybox_image,
         user="1234:1234",
@@ -90,7 +96,7 @@ async def test_the_template_shapes_the_container(
         memory="64MiB",
         network="host",
         env={"FOO": "bar"},
-        volumes=[f"{tmp_path}:/data:ro"],
+        volumes=[f"{host_dir}:/data:ro"],
         dind=True,
         sharedVolume={"path": "/cache"},
     )
@@ -109,7 +115,7 @@ async def test_the_template_shapes_the_container(
     assert host["Memory"] == 64 * 1024**2
     assert host["NetworkMode"] == "host"
     assert host["Binds"] == [
-        f"{tmp_path}:/data:ro",
+        f"{host_dir}:/data:ro",
         f"runscaler-{fleet_name}-shared:/cache:nocopy",
         "/var/run/docker.sock:/var/run/docker.sock",
     ]
@@ -331,7 +337,7 @@ async def test_one_start_is_quick(docker_backend: DockerBackend, busybox_image: 
 
 
 async def test_a_start_that_fails_leaves_no_container_behind(
-    docker_backend: DockerBackend, busybox_image: str, fleet_name: str, tmp_path: Path
+    docker_backend: DockerBackend, busybox_image: str, fleet_name: str
 ) -> None:
     tpl = template(busybox_image, command=["/no/such/program"])
 
