@@ -7,6 +7,7 @@ made by openssl for the session; the busybox image is loaded into it from the ma
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,3 +130,26 @@ async def test_unreadable_certificates_are_a_configuration_problem(
         f"docker.tls for {tls_engine.host}: cannot load the certificates ("
     )
     assert str(caught.value).endswith("): check the ca, cert and key paths")
+
+
+async def test_the_docker_cli_environment_names_a_tls_engine(
+    tls_engine: Dockerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert tls_engine.tls is not None
+    for source, target in (
+        (tls_engine.tls.ca, "ca.pem"),
+        (tls_engine.tls.cert, "cert.pem"),
+        (tls_engine.tls.key, "key.pem"),
+    ):
+        assert source is not None
+        shutil.copy(source, tmp_path / target)
+    monkeypatch.setenv("DOCKER_HOST", tls_engine.host)
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(tmp_path))
+
+    backend = DockerBackend(fleet=unique("t"))
+    try:
+        assert await backend.list_owned({}) == []
+    finally:
+        await backend.close()
+    assert backend.host == tls_engine.host

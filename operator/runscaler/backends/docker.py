@@ -34,6 +34,7 @@ from runscaler.backends.docker_client import (
     DockerTLSPaths,
     connect,
     default_host,
+    default_tls,
     engine_calls,
     parse_host,
 )
@@ -66,7 +67,11 @@ HELPER_MOUNT = "/runscaler-shared"
 
 
 class DockerBackend:
-    """Runs one fleet's runners on one Docker engine."""
+    """Runs one fleet's runners on one Docker engine.
+
+    `host` defaults to `$DOCKER_HOST` (with `$DOCKER_TLS_VERIFY`/`$DOCKER_CERT_PATH`, as the
+    docker CLI reads them), else the local socket. `tls` paths must already be absolute.
+    """
 
     def __init__(
         self,
@@ -78,8 +83,9 @@ class DockerBackend:
     ) -> None:
         self.fleet = fleet
         self.host = host or default_host()
-        self._tls = tls
-        self._endpoint = parse_host(self.host, tls=tls)
+        # Like the docker CLI: an engine named by the environment brings its TLS settings.
+        self._tls = tls if tls is not None or host is not None else default_tls(self.host)
+        self._endpoint = parse_host(self.host, tls=self._tls)
         self._client: aiodocker.Docker | None = None
         self._socket_gid: int | None = None
         self._puller = ImagePuller(docker=self.api, host=self.host, progress=pull_progress)

@@ -46,6 +46,16 @@ class DockerTLSPaths:
     key: Path | None = None
 
 
+def default_tls(host: str) -> DockerTLSPaths | None:
+    """For a `tcp://` host from the environment, the docker CLI's TLS environment:
+    `DOCKER_TLS_VERIFY=1` with `ca.pem`, `cert.pem`, `key.pem` in `$DOCKER_CERT_PATH`
+    (default `~/.docker`)."""
+    if host.startswith("unix:") or os.environ.get("DOCKER_TLS_VERIFY", "") in ("", "0"):
+        return None
+    base = Path(os.environ.get("DOCKER_CERT_PATH") or Path.home() / ".docker")
+    return DockerTLSPaths(ca=base / "ca.pem", cert=base / "cert.pem", key=base / "key.pem")
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where an engine listens, as written (`host`, for messages) and as aiodocker wants it."""
