@@ -91,12 +91,18 @@ class Backend(Protocol):
         ...
 
     async def list_owned(self, selector: Mapping[str, str]) -> list[OwnedRunner]:
-        """Runners whose labels include every `selector` item (running or exited)."""
+        """Runners whose labels include every `selector` item (running or exited). A runner
+        that was created but never started is listed as not running, without an exit code."""
         ...
 
     def exits(self, selector: Mapping[str, str]) -> AsyncIterator[RunnerExit]:
         """Exits of runners matching `selector`, as they happen (watched, not polled).
-        Raises `BackendUnavailable` when the engine goes away; subscribe again later."""
+
+        The subscription starts when `exits` is called, not at the first iteration: call it
+        before starting runners and no exit is missed. An exit may be reported for a runner
+        the caller no longer tracks (or twice across a resubscription): ignore unknown names.
+        Raises `BackendUnavailable` when the engine goes away; subscribe again later and
+        reconcile with `list_owned` (exits while unsubscribed are not replayed)."""
         ...
 
     async def logs_tail(self, name: str, lines: int = 20) -> list[str]:
