@@ -171,6 +171,12 @@ class ImagePuller:
                     event = pull_event(image, item)
                     if event is not None:
                         self._notify("pull_event", event)
+            # aiodocker ends a stream quietly when the connection drops: believe the engine.
+            if not await self.present(image):
+                raise BackendError(
+                    f"cannot pull image {image} on Docker at {self._host}: the pull ended "
+                    "without the image: is the engine restarting? try runscaler doctor"
+                )
             error = None
         except BackendError as exc:
             error = str(exc)
