@@ -202,8 +202,9 @@ async def test_check_refuses_an_image_no_registry_has(
     with pytest.raises(BackendError) as caught:
         await docker_backend.check(template(image, "missing"))
 
-    assert str(caught.value).startswith(
+    assert str(caught.value) == (
         f"image {image} is not on Docker at unix:///var/run/docker.sock and cannot be pulled: "
+        f"manifest unknown: manifest unknown"
     )
 
 

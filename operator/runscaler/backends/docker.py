@@ -26,6 +26,7 @@ from runscaler.backends.base import (
     LABEL_FLEET,
     LABEL_RUNNER,
     BackendError,
+    BackendUnavailable,
     OwnedRunner,
     RunnerNotFound,
     RunnerSpec,
@@ -36,6 +37,7 @@ from runscaler.backends.docker_client import (
     default_host,
     default_tls,
     engine_calls,
+    engine_message,
     parse_host,
 )
 from runscaler.backends.docker_containers import (
@@ -124,11 +126,14 @@ class DockerBackend:
             return f"{engine}: image {image} present (pull: {docker.pull})"
         try:
             digest = await self._puller.pullable(image)
+        except BackendUnavailable:
+            raise
         except BackendError as exc:
+            why = engine_message(exc)
             if present:
-                return f"{engine}: image {image} present; the registry check failed ({exc})"
+                return f"{engine}: image {image} present; the registry check failed ({why})"
             raise BackendError(
-                f"image {image} is not on Docker at {self.host} and cannot be pulled: {exc}"
+                f"image {image} is not on Docker at {self.host} and cannot be pulled: {why}"
             ) from exc
         where = "present, and" if present else "not present;"
         return f"{engine}: image {image} {where} pullable ({digest or 'no digest'})"

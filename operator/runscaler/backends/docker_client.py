@@ -111,6 +111,16 @@ def connect(endpoint: Endpoint, tls: DockerTLSPaths | None) -> aiodocker.Docker:
     return aiodocker.Docker(url=endpoint.url, ssl_context=context, timeout=timeout)
 
 
+def engine_message(exc: BaseException) -> str:
+    """The engine's own words behind a translated error (else the error's message)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DockerError) and seen.status != 900 and seen.message:
+            return str(seen.message).strip().splitlines()[0]
+        seen = seen.__cause__
+    return str(exc)
+
+
 def unreachable(host: str) -> str:
     return f"cannot reach Docker at {host}: is the engine running? try runscaler doctor"
 
@@ -158,7 +168,6 @@ def engine_calls(host: str, what: str) -> Iterator[None]:
         # aiodocker reports a failed connection as status 900, the original error as context.
         if exc.status == 900:
             raise _unavailable(host, exc) from exc
-        message = str(exc.message).strip().splitlines()[0] if exc.message else "failed"
-        raise BackendError(f"{what} on Docker at {host}: {message}") from exc
+        raise BackendError(f"{what} on Docker at {host}: {engine_message(exc)}") from exc
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise _unavailable(host, exc) from exc
