@@ -164,10 +164,13 @@ class DockerBackend:
         try:
             with engine_calls(self.host, f"cannot start container {name}"):
                 await docker.containers.container(container_id).start()
-        except BackendError:
-            # Never leave a created-but-dead container behind to be mistaken for a runner.
-            with engine_calls(self.host, f"cannot remove container {name}"):
+        except BaseException:
+            # Failed or cancelled: never leave a created-but-dead container behind. If even
+            # that fails, adoption removes it later (it lists as not running).
+            try:
                 await asyncio.shield(force_remove(docker, container_id))
+            except Exception as exc:
+                log.debug("could not remove %s after a failed start: %r", name, exc)
             self._forget(spec.name)
             raise
 
