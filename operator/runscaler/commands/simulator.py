@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -122,7 +123,7 @@ async def _serve(options: SimulatorOptions, *, host: str, port: int) -> None:
     except OSError as exc:
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         raise ConfigurationError(
-            f"--listen {where}: cannot listen there: {exc.strerror or exc}"
+            f"--listen {where}: cannot listen there: {os.strerror(exc.errno) if exc.errno else exc}"
         ) from None
     try:
         print(f"simulator listening on {simulator.url}", flush=True)

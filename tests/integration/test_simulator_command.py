@@ -1,0 +1,106 @@
+"""`runscaler simulator` as a real process: the first line, a request, SIGTERM → exit 0."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture
+def start() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    try:
+        yield started
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=30)
+
+
+def simulator(started: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runscaler", "simulator", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    started.append(process)
+    return process
+
+
+def test_the_simulator_prints_its_url_serves_and_stops_on_sigterm(
+    start: list[subprocess.Popen[str]],
+) -> None:
+    process = simulator(start, "--listen", "127.0.0.1:0", "--poll-wait", "0.2")
+    assert process.stdout is not None
+    first = process.stdout.readline().strip()
+    assert first.startswith("simulator listening on http://127.0.0.1:")
+    url = first.rsplit(" ", 1)[1]
+    port = int(url.rsplit(":", 1)[1])
+    assert port > 0
+    enqueue = urllib.request.Request(
+        f"{url}/_sim/jobs",
+        data=json.dumps({"labels": ["linux"], "count": 2}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(enqueue, timeout=10) as response:
+        assert json.load(response) == {"ids": [1, 2]}
+    with urllib.request.urlopen(f"{url}/_sim/state", timeout=10) as response:
+        assert [job["state"] for job in json.load(response)["jobs"]] == ["queued", "queued"]
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=15)
+    assert process.returncode == 0, err
+    assert out == ""  # nothing after the first line
+    assert "Traceback" not in err
+
+
+def test_sigint_stops_it_cleanly_too(start: list[subprocess.Popen[str]]) -> None:
+    process = simulator(start)
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith("simulator listening on http://127.0.0.1:")
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=15)
+    assert process.returncode == 0, err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--listen", "0.0.0.0:0"],
+            "runscaler: --listen 0.0.0.0:0: 0.0.0.0 is not a loopback address and the simulator "
+            "accepts any token: use 127.0.0.1, or add --allow-remote to serve there anyway",
+        ),
+        (
+            ["--app-key", "/nonexistent/key.pem"],
+            "runscaler: --app-key /nonexistent/key.pem: cannot read it: No such file or directory",
+        ),
+    ],
+)
+def test_bad_settings_are_refused_in_one_line(
+    start: list[subprocess.Popen[str]], args: list[str], message: str
+) -> None:
+    process = simulator(start, *args)
+    out, err = process.communicate(timeout=30)
+    assert (process.returncode, out, err.strip()) == (1, "", message)
+
+
+def test_a_port_in_use_is_refused_in_one_line(start: list[subprocess.Popen[str]]) -> None:
+    first = simulator(start)
+    assert first.stdout is not None
+    url = first.stdout.readline().strip().rsplit(" ", 1)[1]
+    address = url.removeprefix("http://")
+    second = simulator(start, "--listen", address)
+    out, err = second.communicate(timeout=30)
+    assert second.returncode == 1 and out == ""
+    assert err.strip() == (
+        f"runscaler: --listen {address}: cannot listen there: Address already in use"
+    )
