@@ -90,7 +90,7 @@ def cleanup_fleet(fleet: str, *, host: str | None = None) -> None:
         docker("volume", "rm", "-f", *volumes, host=host, check=False)
 
 
-def build_image(tag: str, dockerfile: str, context: Path, *, host: str | None = None) -> str:
+def build_image(tag: str, *, dockerfile: str, context: Path, host: str | None = None) -> str:
     """Build `dockerfile` in `context` with the classic builder and no network; return `tag`."""
     (context / "Dockerfile").write_text(dockerfile)
     docker("build", "--network=none", "-q", "-t", tag, str(context), host=host)
@@ -119,10 +119,7 @@ def busybox_image(docker_engine: str, tmp_path_factory: pytest.TempPathFactory) 
     context = tmp_path_factory.mktemp("busybox")
     shutil.copy(BUSYBOX, context / "busybox")
     tag = f"runscaler-test/busybox:{secrets.token_hex(4)}"
-    dockerfile = (
-        'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
-    )
-    build_image(tag, dockerfile, context)
+    build_image(tag, dockerfile=BUSYBOX_DOCKERFILE, context=context)
     try:
         yield tag
     finally:

@@ -56,8 +56,8 @@ def pushed_payload(
     local = f"runscaler-test/payload-build:{secrets.token_hex(4)}"
     build_image(
         local,
-        f"FROM {busybox_image}\nRUN dd if=/dev/urandom of=/payload bs=1M count=4\n",
-        context,
+        dockerfile=f"FROM {busybox_image}\nRUN dd if=/dev/urandom of=/payload bs=1M count=4\n",
+        context=context,
     )
     try:
         return local_registry.push(local, f"runscaler-test/payload:{secrets.token_hex(4)}")
@@ -208,7 +208,7 @@ async def test_check_refuses_an_image_no_registry_has(
     )
 
 
-async def _pull_with(progress: Any, image: str, fleet: str) -> None:
+async def _pull_with(progress: Any, *, image: str, fleet: str) -> None:
     backend = DockerBackend(fleet=fleet, pull_progress=progress)
     try:
         await backend.prepare(template(image, "missing"))
@@ -221,7 +221,7 @@ async def test_log_progress_is_one_line_at_the_start_and_one_at_the_end(
 ) -> None:
     caplog.set_level(logging.INFO, logger="runscaler.pulls")
 
-    await _pull_with(LogPullProgress(interval=3600), payload, fleet_name)
+    await _pull_with(LogPullProgress(interval=3600), image=payload, fleet=fleet_name)
 
     lines = [r.getMessage() for r in caplog.records if r.name == "runscaler.pulls"]
     assert lines[0] == f"pulling {payload}"
@@ -236,7 +236,7 @@ async def test_log_progress_reports_layers_and_bytes_between(
 ) -> None:
     caplog.set_level(logging.INFO, logger="runscaler.pulls")
 
-    await _pull_with(LogPullProgress(interval=0), payload, fleet_name)
+    await _pull_with(LogPullProgress(interval=0), image=payload, fleet=fleet_name)
 
     lines = [r.getMessage() for r in caplog.records if r.name == "runscaler.pulls"]
     between = lines[1:-1]
@@ -251,7 +251,7 @@ async def test_rich_progress_draws_a_bar_that_ends_done(payload: str, fleet_name
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=120, color_system=None)
 
-    await _pull_with(RichPullProgress(console), payload, fleet_name)
+    await _pull_with(RichPullProgress(console), image=payload, fleet=fleet_name)
 
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
     assert re.search(rf"pulling {re.escape(payload)} .* MiB .*done", text), text[-500:]

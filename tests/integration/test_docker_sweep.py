@@ -94,13 +94,13 @@ def template(image: str, **fields: Any) -> DockerTemplate:
     return DockerTemplate.model_validate({"image": image, "pull": "never", **fields})
 
 
-def in_shared_volume(fleet: str, image: str, script: str) -> str:
+def in_shared_volume(fleet: str, image: str, *, script: str) -> str:
     volume = f"runscaler-{fleet}-shared"
     return docker("run", "--rm", "-v", f"{volume}:/s", image, "sh", "-c", script).stdout
 
 
 def shared_files(fleet: str, image: str) -> list[str]:
-    return sorted(in_shared_volume(fleet, image, "find /s -mindepth 1").split())
+    return sorted(in_shared_volume(fleet, image, script="find /s -mindepth 1").split())
 
 
 async def test_buildx_sweep_removes_old_and_stopped_builders_and_orphaned_state_volumes(
@@ -153,7 +153,7 @@ async def test_shared_volume_sweep_deletes_old_files_and_keeps_new_ones(
     in_shared_volume(
         fleet_name,
         busybox_image,
-        "mkdir -p /s/dir/olddir /s/keepdir && "
+        script="mkdir -p /s/dir/olddir /s/keepdir && "
         "echo a > /s/old1 && echo b > /s/dir/old2 && echo c > /s/new1 && echo d > /s/dir/new2 && "
         f"touch -d '{OLD}' /s/old1 /s/dir/old2 /s/dir/olddir",
     )
@@ -175,7 +175,9 @@ async def test_a_zero_ttl_keeps_everything(
     docker_backend: DockerBackend, busybox_image: str, fleet_name: str
 ) -> None:
     await docker_backend.prepare(template(busybox_image, sharedVolume={"path": "/cache"}))
-    in_shared_volume(fleet_name, busybox_image, f"echo a > /s/old && touch -d '{OLD}' /s/old")
+    in_shared_volume(
+        fleet_name, busybox_image, script=f"echo a > /s/old && touch -d '{OLD}' /s/old"
+    )
 
     assert await sweep_shared_volume(docker_backend, image=busybox_image, ttl=0) == 0
     assert shared_files(fleet_name, busybox_image) == ["/s/old"]
@@ -199,7 +201,9 @@ async def test_housekeeping_runs_both_sweeps_on_their_intervals(
         await eventually(
             lambda: not leftovers.existing_containers(), timeout=20, message="the builder to go"
         )
-        in_shared_volume(fleet_name, busybox_image, f"echo a > /s/old && touch -d '{OLD}' /s/old")
+        in_shared_volume(
+            fleet_name, busybox_image, script=f"echo a > /s/old && touch -d '{OLD}' /s/old"
+        )
         await eventually(
             lambda: shared_files(fleet_name, busybox_image) == [],
             timeout=20,
@@ -225,7 +229,9 @@ async def test_housekeeping_leaves_buildx_builders_alone_without_dind(
     try:
         for round_ in ("first", "second"):  # two rounds ran entirely while the builder existed
             in_shared_volume(
-                fleet_name, busybox_image, f"echo a > /s/{round_} && touch -d '{OLD}' /s/{round_}"
+                fleet_name,
+                busybox_image,
+                script=f"echo a > /s/{round_} && touch -d '{OLD}' /s/{round_}",
             )
             await eventually(
                 lambda: shared_files(fleet_name, busybox_image) == [],

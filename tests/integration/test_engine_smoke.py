@@ -62,7 +62,7 @@ def test_a_scratch_busybox_container_fetches_from_a_loopback_server(
     image = f"runscaler-test/smoke:{secrets.token_hex(4)}"
     container = unique("runscaler-smoke")
     port = http_server.server_address[1]
-    build_image(image, BUSYBOX_DOCKERFILE, tmp_path)
+    build_image(image, dockerfile=BUSYBOX_DOCKERFILE, context=tmp_path)
     try:
         run = docker(
             "run", "--name", container, "--network", "host", image,
