@@ -29,7 +29,7 @@ from runscaler.backends.base import (
     RunnerNotFound,
     RunnerSpec,
 )
-from runscaler.backends.docker import DockerBackend
+from runscaler.backends.docker import DockerBackend, container_name
 from runscaler.manifest.models import DockerTemplate
 from tests.integration.dockerkit import cleanup_fleet, docker, unique
 from tests.waiting import eventually
@@ -438,3 +438,8 @@ async def test_exits_fail_when_the_engine_stops_and_other_calls_are_unavailable(
     assert str(listing.value) == (
         f"cannot reach Docker at {spare_engine.host}: is the engine running? try runscaler doctor"
     )
+
+
+def test_container_names_are_sanitised_for_docker() -> None:
+    assert container_name("acme-ci", "linux-x64-0a1b2c3d") == "runscaler-acme-ci-linux-x64-0a1b2c3d"
+    assert container_name("acme", "odd name/with:chars") == "runscaler-acme-odd-name-with-chars"
