@@ -198,7 +198,9 @@ class Metrics:
         )
         # Every reason of every current scale set, 0 until it happens: `increase()` then sees
         # the first failure too.
-        failures = {(s.name, reason): 0 for s in status.scale_sets for reason in FAILURE_REASONS}
+        failures: dict[Labels, int] = {
+            (s.name, reason): 0 for s in status.scale_sets for reason in FAILURE_REASONS
+        }
         yield _counter(
             "runscaler_runner_failures",
             "Runners that failed, by reason: "
