@@ -139,7 +139,7 @@ async def test_a_message_holds_at_most_fifty_jobs(
     assert len(rest) == 10
 
 
-async def test_polls_and_the_capacity_header_are_recorded(
+async def test_polls_the_capacity_header_and_the_user_agent_are_recorded(
     http: httpx.AsyncClient, sim: Simulator, session: QueueSession
 ) -> None:
     await session.poll(capacity=7)
@@ -148,8 +148,22 @@ async def test_polls_and_the_capacity_header_are_recorded(
     [recorded] = state["sessions"]
     assert recorded["owner"] == "test-host"
     assert (recorded["maxCapacity"], recorded["polls"]) == (7, 2)
+    assert recorded["userAgent"].startswith("python-httpx/")
     bad = await session.poll(capacity=-1)
     assert bad.status_code == 400
+
+
+async def test_stopping_the_simulator_ends_waiting_long_polls_at_once(
+    http: httpx.AsyncClient,
+) -> None:
+    async with serve_simulator(SimulatorOptions(poll_wait=30)) as sim:
+        service = await connect(http, sim)
+        session = await service.open_session((await service.create_scale_set("linux"))["id"])
+        waiting = asyncio.create_task(session.poll())
+        await eventually(lambda: sim.state.snapshot()["sessions"][0]["polls"] == 1)
+        started = time.monotonic()
+    assert (await waiting).status_code == 202
+    assert time.monotonic() - started < 5
 
 
 # -- acquiring, re-dispatch, tokens ---------------------------------------------------------------
@@ -350,6 +364,10 @@ async def test_the_state_has_the_documented_shape(
         ({"labels": ["x"], "count": 0}, "count must be an integer from 1 to 10000"),
         ({"labels": ["x"], "duration": -1}, "duration must be a number of seconds >= 0"),
         ({"labels": ["x"], "result": ""}, "result must be a non-empty string"),
+        (
+            {"labels": ["x"], "result": "Succeeded"},
+            "result must be a word in lower case, like succeeded or failed",
+        ),
     ],
 )
 async def test_bad_job_requests_are_refused_with_the_reason(

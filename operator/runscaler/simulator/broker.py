@@ -20,18 +20,16 @@ Every answer is 200, so a failed request always means the network (retry), never
 
 from __future__ import annotations
 
-import re
 from urllib.parse import parse_qs
 
 from aiohttp import web
 
 from runscaler.simulator.core import Core
-from runscaler.simulator.records import ApiError, Runner
+from runscaler.simulator.records import RESULT, ApiError, Runner
 from runscaler.simulator.tokens import bearer
 from runscaler.simulator.wire import json_response, path_int, text_response
 
 MAX_RUNNER_WAIT = 60.0
-_RESULT = re.compile(r"^[a-z_]{1,32}$")
 
 
 def _lines(**values: object) -> web.Response:
@@ -76,7 +74,12 @@ class Broker:
             ) from None
         if last < 0 or (capacity is not None and capacity < 0):
             raise ApiError(400, "ArgumentException", "lastMessageId and capacity must be >= 0.")
-        state.record_poll(session, max_capacity=capacity, now=self.core.now())
+        state.record_poll(
+            session,
+            max_capacity=capacity,
+            now=self.core.now(),
+            user_agent=request.headers.get("User-Agent"),
+        )
         deadline = self.core.now() + self.core.options.poll_wait
         while True:
             session = state.live_session(session_id, scale_set_id)
@@ -152,7 +155,7 @@ class Broker:
             return runner
         form = parse_qs((await request.read()).decode("utf-8", "replace"))
         result = (form.get("result") or [""])[0].strip()
-        if not _RESULT.match(result):
+        if not RESULT.match(result):
             return _lines(state="invalid")
         job_id = path_int(request, "job")
         if not self.core.state.report_result(runner, job_id, result, now=self.core.now()):

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from runscaler.simulator.core import Core
-from runscaler.simulator.records import ApiError
+from runscaler.simulator.records import RESULT, ApiError
 from runscaler.simulator.wire import ControlError, json_response, read_json, text_response
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ def _job_spec(body: Any) -> dict[str, Any]:
             if not isinstance(value, str) or not value:
                 raise ControlError(400, f"{key} must be a non-empty string")
             spec[target] = value
+    if not RESULT.match(spec.get("result", "succeeded")):
+        raise ControlError(400, "result must be a word in lower case, like succeeded or failed")
     return spec
 
 

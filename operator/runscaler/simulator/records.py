@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ RUNNING = "running"  # a runner took it
 DONE = "done"
 JOB_STATES = (QUEUED, AVAILABLE, ACQUIRED, RUNNING, DONE)
 
+# A job result as runners report it (succeeded, failed, canceled, ...).
+RESULT = re.compile(r"^[a-z_]{1,32}$")
 MESSAGE_TYPE = "RunnerScaleSetJobMessages"
 MAX_JOBS_PER_MESSAGE = 50
 DEFAULT_GROUP_ID = 1
@@ -100,6 +103,7 @@ class Session:
     held: bool = False  # a phantom owner (POST /_sim/hold-session): never expires
     polls: int = 0
     max_capacity: int | None = None
+    user_agent: str | None = None  # of the latest poll, for tests of the client's headers
 
 
 @dataclass

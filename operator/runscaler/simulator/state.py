@@ -325,11 +325,20 @@ class SimState:
             raise self.gone(scale_set_id)
         raise ApiError(401, "VssUnauthorizedException", "The session has expired.")
 
-    def record_poll(self, session: Session, *, max_capacity: int | None, now: float) -> None:
+    def record_poll(
+        self,
+        session: Session,
+        *,
+        max_capacity: int | None,
+        now: float,
+        user_agent: str | None = None,
+    ) -> None:
         session.polls += 1
         session.last_activity = now
         if max_capacity is not None:
             session.max_capacity = max_capacity
+        if user_agent is not None:
+            session.user_agent = user_agent
 
     def next_message(self, session: Session, *, last_message_id: int) -> dict[str, Any] | None:
         """The message to deliver: the first not deleted after the cursor, packing new events."""
@@ -673,6 +682,7 @@ class SimState:
                     "maxCapacity": s.max_capacity,
                     "polls": s.polls,
                     "held": s.held,
+                    "userAgent": s.user_agent,
                 }
                 for s in self.sessions.values()
             ],
