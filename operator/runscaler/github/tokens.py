@@ -169,7 +169,11 @@ class AdminTokens:
             if app:  # the installation token is used once; the PAT stays registered
                 secrets.discard(bearer)
         if response.status != 201:
-            raise self._refusal(response, "cannot get a runner registration token", what_auth)
+            raise self._refusal(
+                response,
+                f"cannot get a runner registration token for {self._config.path}",
+                what_auth,
+            )
         return self._token_from(response, "runner registration token")
 
     async def _installation_token(self, credentials: AppCredentials) -> str:

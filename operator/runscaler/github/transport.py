@@ -26,6 +26,7 @@ from runscaler.github.errors import (
     TransportError,
     classify_response,
     describe,
+    status_text,
 )
 from runscaler.github.retrying import (
     RetryPolicy,
@@ -194,10 +195,10 @@ class Sender:
                 )
             wait = self.retry.wait(attempt, response.headers.get("retry-after"))
             log.warning(
-                "%s %s: %d; retrying in %.1fs (attempt %d of %d)",
+                "%s %s: %s; retrying in %.1fs (attempt %d of %d)",
                 method,
                 url,
-                response.status,
+                status_text(response.status),
                 wait,
                 attempt + 2,
                 attempts,
