@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from runscaler.manifest.models import Fleet
-from runscaler.manifest.values import is_literal_secret
+from runscaler.manifest.values import format_size, is_literal_secret
 
 PREFIX = "sensitive:"
 
@@ -89,7 +89,7 @@ def fleet_from_dump(data: dict[str, Any]) -> Fleet:
         memory = docker.get("memory")
         if isinstance(memory, int) and not isinstance(memory, bool):
             # Dumped in bytes, but a bare integer in a manifest means MiB.
-            docker["memory"] = f"{memory}B"
+            docker["memory"] = format_size(memory)
     return Fleet.model_validate(loaded)
 
 
