@@ -16,6 +16,7 @@ from typing import Any
 
 from runscaler.simulator import records as r
 from runscaler.simulator.records import ApiError, Job, Runner, ScaleSet, Session, Statistics
+from runscaler.simulator.views import job_message, state_view
 
 _OPEN = (r.AVAILABLE, r.ACQUIRED, r.RUNNING)
 
@@ -109,11 +110,7 @@ class SimState:
     def get_scale_set(self, tenant: str, scale_set_id: int) -> ScaleSet:
         scale_set = self.scale_sets.get(scale_set_id)
         if scale_set is None or scale_set.tenant != tenant:
-            raise ApiError(
-                404,
-                "RunnerScaleSetNotFoundException",
-                f"No runner scale set found with identifier {scale_set_id}.",
-            )
+            raise self.gone(scale_set_id)
         return scale_set
 
     def find_scale_sets(
@@ -482,35 +479,16 @@ class SimState:
     ) -> None:
         assert job.scale_set_id is not None
         scale_set = self.scale_sets[job.scale_set_id]
+        acquire_url = (
+            f"{self.service_url(scale_set.tenant)}"
+            f"_apis/runtime/runnerscalesets/{scale_set.id}/acquirejobs"
+        )
         scope = self.tenants.get(scale_set.tenant, "")
-        owner, repository = _owner_and_repository(job.repository, scope)
-        event: dict[str, Any] = {
-            "messageType": kind,
-            "runnerRequestId": job.id,
-            "repositoryName": repository,
-            "ownerName": owner,
-            "jobId": job.job_id,
-            "jobWorkflowRef": f"{owner}/{repository}/.github/workflows/ci.yml@refs/heads/main",
-            "jobDisplayName": job.display_name or f"job {job.id}",
-            "workflowRunId": 100_000 + job.id,
-            "eventName": job.event_name,
-            "requestLabels": list(job.labels),
-            "queueTime": r.rfc3339(job.queued_at),
-            "scaleSetAssignTime": r.rfc3339(job.assigned_at),
-            "runnerAssignTime": r.rfc3339(job.started_at),
-            "finishTime": r.rfc3339(finished),
-        }
-        if kind == "JobAvailable":
-            event["acquireJobUrl"] = (
-                f"{self.service_url(scale_set.tenant)}"
-                f"_apis/runtime/runnerscalesets/{scale_set.id}/acquirejobs"
+        scale_set.events.append(
+            job_message(
+                job, kind, scope=scope, acquire_url=acquire_url, result=result, finished=finished
             )
-        if kind in ("JobStarted", "JobCompleted"):
-            event["runnerId"] = job.runner_id or 0
-            event["runnerName"] = job.runner_name or ""
-        if kind == "JobCompleted":
-            event["result"] = result
-        scale_set.events.append(event)
+        )
 
     # -- runners --------------------------------------------------------------------------------
 
@@ -661,61 +639,7 @@ class SimState:
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state as `GET /_sim/state` returns it."""
-        return {
-            "scaleSets": [
-                {
-                    "id": s.id,
-                    "name": s.name,
-                    "labels": list(s.labels),
-                    "runnerGroupId": s.runner_group_id,
-                    "scope": self.tenants.get(s.tenant, ""),
-                    "statistics": self.statistics(s.id).wire(),
-                    "queuedMessages": len(s.messages) + (1 if s.events else 0),
-                }
-                for s in self.scale_sets.values()
-            ],
-            "sessions": [
-                {
-                    "id": s.id,
-                    "scaleSetId": s.scale_set_id,
-                    "owner": s.owner,
-                    "maxCapacity": s.max_capacity,
-                    "polls": s.polls,
-                    "held": s.held,
-                    "userAgent": s.user_agent,
-                }
-                for s in self.sessions.values()
-            ],
-            "runners": [
-                {
-                    "id": x.id,
-                    "name": x.name,
-                    "scaleSetId": x.scale_set_id,
-                    "job": x.job,
-                    "status": "busy" if x.job else "idle" if x.last_seen else "offline",
-                }
-                for x in self.runners.values()
-            ],
-            "jobs": [_job_view(job) for job in self.jobs.values()],
-            "deletedScaleSets": [{"id": i, "name": n} for i, n in self.deleted_scale_sets.items()],
-        }
-
-
-def _job_view(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "labels": list(job.labels),
-        "state": job.state,
-        "scaleSetId": job.scale_set_id,
-        "runner": job.runner_name,
-        "runnerId": job.runner_id,
-        "result": job.result,
-        "redispatches": job.redispatches,
-        "queuedAt": r.rfc3339(job.queued_at),
-        "acquiredAt": r.rfc3339(job.acquired_at),
-        "startedAt": r.rfc3339(job.started_at),
-        "finishedAt": r.rfc3339(job.finished_at),
-    }
+        return state_view(self)
 
 
 def _dedupe(labels: Iterable[str]) -> list[str]:
@@ -728,15 +652,3 @@ def _dedupe(labels: Iterable[str]) -> list[str]:
 
 def _is_available(event: dict[str, Any]) -> bool:
     return bool(event["messageType"] == "JobAvailable")
-
-
-def _owner_and_repository(repository: str | None, scope: str) -> tuple[str, str]:
-    if repository and "/" in repository:
-        owner, name = repository.split("/", 1)
-        return owner, name
-    parts = scope.split("/")
-    if parts[0] == "enterprises":
-        return (parts[1] if len(parts) > 1 else "enterprise"), repository or "app"
-    if len(parts) == 2:
-        return parts[0], parts[1]
-    return parts[0] or "acme", repository or "app"
