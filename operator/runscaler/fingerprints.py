@@ -81,6 +81,8 @@ def fingerprint_fleet_dump(data: dict[str, Any]) -> dict[str, Any]:
 
 def fleet_from_dump(data: dict[str, Any]) -> Fleet:
     """The `Fleet` a JSON dump describes (raises pydantic's `ValidationError` if it cannot)."""
+    if not isinstance(data, dict):
+        raise TypeError(f"a fleet is a JSON object, not {type(data).__name__}")
     loaded = copy.deepcopy(data)
     for scale_set in loaded.get("scaleSets") or ():
         docker = scale_set.get("docker") if isinstance(scale_set, dict) else None
