@@ -191,7 +191,7 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
     except Exception as exc:  # a bug: say so in JSON, keep serving
         log.exception("%s %s failed", request.method, request.path)
         return _error(500, f"internal error: {type(exc).__name__}")
-    log.debug("%s %s %s from %s", request.method, request.path, response.status, request.remote)
+    log.debug("%s %s %s from %s", request.method, request.raw_path, response.status, request.remote)
     return response
 
 
