@@ -20,6 +20,7 @@ Every answer is 200, so a failed request always means the network (retry), never
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import parse_qs
 
 from aiohttp import web
@@ -28,6 +29,8 @@ from runscaler.simulator.core import Core
 from runscaler.simulator.records import RESULT, ApiError, Runner
 from runscaler.simulator.tokens import bearer
 from runscaler.simulator.wire import json_response, path_int, text_response
+
+log = logging.getLogger(__name__)
 
 MAX_RUNNER_WAIT = 60.0
 
@@ -125,9 +128,12 @@ class Broker:
             runner = self._runner(request)
             if isinstance(runner, web.Response):
                 return runner
+            had_job = runner.job is not None
             job = self.core.state.take_job(runner, now=self.core.now())
             if job is not None:
                 self.core.changed()
+                if not had_job:
+                    log.info("job %d started on runner %s", job.id, runner.name)
                 return _lines(state="assigned", job=job.id, duration=job.duration, name=runner.name)
             remaining = deadline - self.core.now()
             if remaining <= 0 or self.core.closing:
@@ -161,4 +167,5 @@ class Broker:
         if not self.core.state.report_result(runner, job_id, result, now=self.core.now()):
             return _lines(state="gone")
         self.core.changed()
+        log.info("job %d finished on runner %s: %s", job_id, runner.name, result)
         return _lines(state="completed")

@@ -8,6 +8,7 @@ look again, so a message or a job reaches a waiting client at once rather than a
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from runscaler.simulator.faults import Faults
 from runscaler.simulator.state import SimState
 from runscaler.simulator.tokens import Tokens
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,9 +84,14 @@ class Core:
     async def run_clock(self) -> None:
         """Apply time-driven changes (re-dispatch, expiry, work done) when they fall due."""
         while not self.closing:
-            now = self.now()
-            if self.state.tick(now):
-                self.changed()
-            deadline = self.state.next_deadline()
-            wait = 1.0 if deadline is None else min(max(deadline - self.now(), 0.0) + 0.001, 1.0)
+            wait = 1.0
+            try:
+                if self.state.tick(self.now()):
+                    self.changed()
+                deadline = self.state.next_deadline()
+                if deadline is not None:
+                    wait = min(max(deadline - self.now(), 0.0) + 0.001, 1.0)
+            except Exception:
+                # A bug in one rule must not stop time for everything else (nor spin).
+                log.exception("simulator clock failed; carrying on")
             await self.wait_change(wait)
