@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from collections.abc import Iterator
@@ -150,6 +151,17 @@ async def test_an_admin_token_the_service_refuses_is_renewed_once() -> None:
     statuses = [s.status for s in wire.matching("GET", r"/runnerscalesets$")]
     assert statuses == [200, 401, 200]
     assert wire.count("POST", G3) == 2
+
+
+async def test_concurrent_first_calls_share_one_token_exchange() -> None:
+    async with simulator() as sim:
+        wire = RecordingTransport()
+        async with make_client(sim, transport=wire) as client:
+            found = await asyncio.gather(
+                *(client.get_scale_set(runner_group_id=1, name=f"s{n}") for n in range(5))
+            )
+    assert found == [None] * 5
+    assert (wire.count("POST", G1), wire.count("POST", G3)) == (1, 1)
 
 
 @pytest.fixture

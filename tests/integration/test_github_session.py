@@ -9,7 +9,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from runscaler.github.client import ScaleSetClient
-from runscaler.github.errors import SessionConflictError, TokenExpiredError
+from runscaler.github.errors import (
+    ScaleSetNotFoundError,
+    SessionConflictError,
+    TokenExpiredError,
+)
 from runscaler.github.models import JobAssigned, JobAvailable, RunnerScaleSet
 from runscaler.simulator.server import Simulator
 from tests.integration.githubkit import (
@@ -195,3 +199,16 @@ async def test_close_logs_rather_than_raises(
     with caplog.at_level(logging.WARNING, logger="runscaler.github"):
         await session.close()
     assert f"could not close message session {session.session_id}" in caplog.text
+
+
+async def test_a_scale_set_deleted_while_listening_is_not_found_on_the_next_poll(
+    sim: Simulator, client: ScaleSetClient, scale_set: RunnerScaleSet
+) -> None:
+    session = await client.create_session(scale_set.id, owner="host-a")
+    await control(sim, "POST", "/_sim/delete-scale-set", {"name": "linux"})
+    with pytest.raises(ScaleSetNotFoundError) as caught:
+        await session.get_message(last_message_id=0, max_capacity=1)
+    assert caught.value.status == 404
+    assert "the scale set was deleted on GitHub; create it again" in str(caught.value)
+    await session.close()  # the session went with the scale set: closing is still quiet
+    assert session.closed
