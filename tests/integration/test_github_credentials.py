@@ -15,7 +15,13 @@ from runscaler.github.auth import AppCredentials, Credentials, TokenCredentials
 from runscaler.github.errors import AuthError
 from runscaler.github.models import RunnerScaleSet
 from runscaler.logs import secrets
-from tests.integration.githubkit import RecordingTransport, control, make_client, simulator
+from tests.integration.githubkit import (
+    RecordingTransport,
+    add_fault,
+    control,
+    make_client,
+    simulator,
+)
 from tests.waiting import eventually
 
 G1 = r"/actions/runners/registration-token$"
@@ -139,6 +145,26 @@ async def test_the_admin_token_is_refreshed_a_minute_before_it_expires() -> None
             # Refreshed tokens are still inside the margin: every call refreshes now, and
             # each refresh is one registration token and one exchange.
             assert wire.count("POST", G1) == wire.count("POST", G3)
+
+
+async def test_a_failed_refresh_keeps_the_token_while_it_is_valid(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with simulator(admin_token_ttl=61.5) as sim:
+        wire = RecordingTransport()
+        async with make_client(sim, transport=wire) as client:
+            await client.get_scale_set(runner_group_id=1, name="x")
+            await add_fault(sim, method="POST", path=G1, times=-1, status=503)
+
+            async def refresh_failed_but_call_worked() -> bool:
+                assert await client.get_scale_set(runner_group_id=1, name="x") is None
+                return wire.count("POST", G1) > 1
+
+            with caplog.at_level(logging.WARNING, logger="runscaler.github"):
+                await eventually(refresh_failed_but_call_worked, timeout=5, interval=0.2)
+    assert wire.count("POST", G1) == 1 + 5  # the first exchange, then one refresh's attempts
+    assert wire.count("POST", G3) == 1
+    assert "admin token refresh failed, keeping the current one" in caplog.text
 
 
 async def test_an_admin_token_the_service_refuses_is_renewed_once() -> None:
