@@ -113,7 +113,7 @@ async def start_runner() -> AsyncIterator[Start]:
         yield start
     finally:
         for process in started:
-            # The whole group: busybox timeout's watcher may outlive an exited runner briefly.
+            # The whole group: a killed runner's wget would otherwise finish its long poll.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()

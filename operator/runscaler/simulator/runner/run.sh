@@ -56,33 +56,37 @@ if [ -z "$id" ] || [ -z "$url" ] || [ -z "$client" ]; then
     die 1 "ACTIONS_RUNNER_INPUT_JITCONFIG is not a valid JIT config (no AgentId, ServerUrlV2 or clientId in it): pass encodedJITConfig unchanged"
 fi
 
-work=$($bb mktemp -d "${TMPDIR:-/tmp}/sim-runner.XXXXXX") || die 1 "cannot create a temporary directory in ${TMPDIR:-/tmp}"
+# Replies land in a file that is unlinked at once: nothing is left behind, even after SIGKILL
+# (read back through /dev/fd/3, which reopens it from the start).
+reply_file=$($bb mktemp "${TMPDIR:-/tmp}/sim-runner.XXXXXX") ||
+    die 1 "cannot create a temporary file in ${TMPDIR:-/tmp}: set TMPDIR to a writable directory"
+exec 3>"$reply_file"
+$bb rm -f "$reply_file"
+
 child=
 stop() {
     [ -z "$child" ] || kill "$child" 2>/dev/null
-    $bb rm -rf "$work"
     say "stopped by a signal"
     exit 143
 }
 trap stop TERM INT
-trap '$bb rm -rf "$work"' EXIT
 
 # One HTTP request (GET, or POST with $2 as the body) into $reply; fails on a network error.
-# wget runs in the background so a signal stops the runner at once, not after the long poll.
+# wget runs in the background so a signal stops the runner at once, not after the long poll;
+# the simulator bounds every long poll, so wget needs no timeout of its own.
 fetch() {
     if [ $# -gt 1 ]; then
-        $bb timeout $((poll + 30)) $bb wget -q -Y off -O "$work/reply" \
-            --header "Authorization: Bearer $client" --post-data "$2" "$1" 2>/dev/null &
+        $bb wget -q -Y off -O /dev/fd/3 --header "Authorization: Bearer $client" \
+            --post-data "$2" "$1" 2>/dev/null &
     else
-        $bb timeout $((poll + 30)) $bb wget -q -Y off -O "$work/reply" \
-            --header "Authorization: Bearer $client" "$1" 2>/dev/null &
+        $bb wget -q -Y off -O /dev/fd/3 --header "Authorization: Bearer $client" "$1" 2>/dev/null &
     fi
     child=$!
     wait "$child"
     status=$?
     child=
     [ "$status" -eq 0 ] || return "$status"
-    reply=$($bb cat "$work/reply")
+    reply=$($bb cat /dev/fd/3)
 }
 
 # The request, retried while the simulator cannot be reached (restarting), for a bounded time.
