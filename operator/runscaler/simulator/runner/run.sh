@@ -34,6 +34,9 @@ die() {
     exit "$code"
 }
 
+[ -n "$bb" ] || command -v wget >/dev/null 2>&1 ||
+    die 1 "neither busybox nor wget is installed: install busybox (Debian: busybox-static)"
+
 config=${ACTIONS_RUNNER_INPUT_JITCONFIG-}
 unset ACTIONS_RUNNER_INPUT_JITCONFIG
 [ -n "$config" ] || die 1 "ACTIONS_RUNNER_INPUT_JITCONFIG is not set: give the runner the encodedJITConfig from generatejitconfig"
