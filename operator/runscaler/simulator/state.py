@@ -18,8 +18,6 @@ from runscaler.simulator import records as r
 from runscaler.simulator.records import ApiError, Job, Runner, ScaleSet, Session, Statistics
 from runscaler.simulator.views import job_message, state_view
 
-_OPEN = (r.AVAILABLE, r.ACQUIRED, r.RUNNING)
-
 
 class SimState:
     """Everything the simulated GitHub knows. Read freely in tests; change it through methods."""
