@@ -74,8 +74,11 @@ class Diagnostic:
 class ManifestError(UserError):
     """A manifest that cannot be used, with every problem found in it."""
 
-    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+    def __init__(
+        self, diagnostics: Sequence[Diagnostic], *, warnings: Sequence[Diagnostic] = ()
+    ) -> None:
         self.diagnostics = tuple(diagnostics)
+        self.warnings = tuple(warnings)  # found too; `validate` shows them beside the errors
         first = self.diagnostics[0].located() if self.diagnostics else "invalid manifest"
         more = len(self.diagnostics) - 1
         super().__init__(first if more <= 0 else f"{first} (and {more} more)")
