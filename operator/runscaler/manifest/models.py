@@ -129,7 +129,7 @@ class Auth(Model):
     """Exactly one of `token` or `app`."""
 
     token: SecretRef | None = Field(default=None, description="personal access token")
-    app: AppAuth | None = None
+    app: AppAuth | None = Field(default=None, description="GitHub App credentials (preferred)")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Auth:
@@ -139,64 +139,106 @@ class Auth(Model):
 
 
 class GitHub(Model):
+    """Where the scale set lives on GitHub and how runscaler signs in."""
+
     url: GitHubURL = Field(description="the organization, repository or enterprise URL")
-    auth: Auth
+    auth: Auth = Field(
+        description="exactly one of `token` or `app`; replaced as a whole, never merged"
+    )
     ca_bundle: str | None = Field(
         default=None, description="extra CA certificates (PEM file) for GHES with a private CA"
     )
-    proxy: str | None = Field(default=None, description="HTTP(S) proxy URL")
+    proxy: str | None = Field(
+        default=None,
+        description="HTTP(S) proxy URL; otherwise HTTPS_PROXY/NO_PROXY from the environment",
+    )
 
 
 class DockerTLS(Model):
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
+    """Client TLS for a `tcp://` engine; paths relative to the manifest's directory."""
+
+    ca: str | None = Field(default=None, description="CA certificate (PEM file)")
+    cert: str | None = Field(default=None, description="client certificate (PEM file)")
+    key: str | None = Field(default=None, description="client private key (PEM file)")
 
 
 class SharedVolume(Model):
+    """A named volume shared by the fleet's runners, swept of old files."""
+
     path: str | None = Field(default=None, description="where the shared volume is mounted")
     ttl: Duration = Field(default=0, description="files older than this are swept; 0 keeps all")
-    cleanup_interval: Duration = Field(default=6 * 3600)
+    cleanup_interval: Duration = Field(default=6 * 3600, description="how often to sweep")
 
 
 class BuildxCleanup(Model):
-    enabled: bool = True
-    ttl: Duration = 24 * 3600
-    interval: Duration = 6 * 3600
+    """Removal of leftover BuildKit builders and their state volumes."""
+
+    enabled: bool = Field(default=True, description="sweep leftover BuildKit builders")
+    ttl: Duration = Field(default=24 * 3600, description="builders idle longer are removed")
+    interval: Duration = Field(default=6 * 3600, description="how often to sweep")
 
 
 class DockerTemplate(Model):
     """How a runner container is made. Changing any of it rolls idle runners."""
 
-    image: str = Field(default=DEFAULT_DOCKER_IMAGE, min_length=1)
-    pull: Literal["always", "missing", "never"] = "missing"
+    image: str = Field(
+        default=DEFAULT_DOCKER_IMAGE,
+        min_length=1,
+        description="runner image (the official image's layout: user runner, run.sh)",
+    )
+    pull: Literal["always", "missing", "never"] = Field(
+        default="missing", description="when to pull the image"
+    )
     host: str | None = Field(
         default=None, description="engine endpoint; $DOCKER_HOST or the local socket when unset"
     )
-    tls: DockerTLS | None = None
-    dind: bool = Field(default=False, description="mount the engine's socket into runners")
-    shared_volume: SharedVolume | None = None
-    cpus: float | None = Field(default=None, gt=0)
-    memory: Size | None = None
-    platform: str | None = None
-    network: str | None = None
-    env: dict[str, SecretRef] = Field(default_factory=dict)
-    volumes: tuple[str, ...] = ()
-    user: str = "runner"
-    command: tuple[str, ...] = ("/home/runner/run.sh",)
-    buildx_cleanup: BuildxCleanup = BuildxCleanup()
+    tls: DockerTLS | None = Field(default=None, description="client TLS for tcp:// engines")
+    dind: bool = Field(
+        default=False,
+        description="mount the engine's socket into runners (root on the host for any job)",
+    )
+    shared_volume: SharedVolume | None = Field(
+        default=None, description="a named volume shared by the fleet's runners"
+    )
+    cpus: float | None = Field(default=None, gt=0, description="CPU limit in cores")
+    memory: Size | None = Field(default=None, description="memory limit: 512MiB, 4GiB, 4g")
+    platform: str | None = Field(default=None, description="image platform, e.g. linux/arm64")
+    network: str | None = Field(
+        default=None, description="network mode or name (host, bridge, my-net)"
+    )
+    env: dict[str, SecretRef] = Field(
+        default_factory=dict, description="extra environment (values may be secret refs)"
+    )
+    volumes: tuple[str, ...] = Field(default=(), description="extra binds, SRC:DST[:ro]")
+    user: str = Field(default="runner", description="the user the runner runs as")
+    command: tuple[str, ...] = Field(
+        default=("/home/runner/run.sh",), description="how the runner starts in the image"
+    )
+    buildx_cleanup: BuildxCleanup = Field(
+        default=BuildxCleanup(), description="remove leftover BuildKit builders"
+    )
 
 
 class TartTemplate(Model):
-    image: str = Field(default=DEFAULT_TART_IMAGE, min_length=1)
-    cpu: int | None = Field(default=None, ge=1)
-    memory: int | None = Field(default=None, ge=1, description="MiB")
-    runner_dir: str = "/Users/admin/actions-runner"
-    home: str | None = None
-    pool_size: int = Field(default=0, ge=0)
-    cache_max_age: Duration = 168 * 3600
-    cache_budget_gb: int = Field(default=0, ge=0, alias="cacheBudgetGB")
-    cache_cleanup_interval: Duration = 24 * 3600
+    """How a macOS VM is made (Tart on Apple Silicon)."""
+
+    image: str = Field(default=DEFAULT_TART_IMAGE, min_length=1, description="base VM image")
+    cpu: int | None = Field(default=None, ge=1, description="cores per VM (image default)")
+    memory: int | None = Field(default=None, ge=1, description="MiB per VM (image default)")
+    runner_dir: str = Field(
+        default="/Users/admin/actions-runner", description="where the runner lives in the VM"
+    )
+    home: str | None = Field(default=None, description="TART_HOME (default ~/.tart)")
+    pool_size: int = Field(default=0, ge=0, description="pre-booted VMs kept ready")
+    cache_max_age: Duration = Field(
+        default=168 * 3600, description="prune cache entries older than this; 0 disables"
+    )
+    cache_budget_gb: int = Field(
+        default=0, ge=0, alias="cacheBudgetGB", description="cap the cache size (GB); 0 disables"
+    )
+    cache_cleanup_interval: Duration = Field(
+        default=24 * 3600, description="how often to prune the cache; 0 disables"
+    )
 
 
 def _dedupe_labels(labels: tuple[str, ...]) -> tuple[str, ...]:
@@ -215,19 +257,29 @@ Labels = Annotated[tuple[Annotated[str, Field(min_length=1)], ...], AfterValidat
 class ScaleSet(Model):
     """One runner scale set, with `defaults` already merged in."""
 
-    name: str = Field(pattern=SCALE_SET_NAME_PATTERN, description="also the runs-on label")
-    github: GitHub
-    runner_group: str = Field(default="default", min_length=1)
+    name: str = Field(
+        pattern=SCALE_SET_NAME_PATTERN,
+        description="the scale set's name on GitHub and its runs-on label",
+    )
+    github: GitHub = Field(description="where the scale set lives and how to sign in")
+    runner_group: str = Field(default="default", min_length=1, description="runner group name")
     labels: Annotated[
         tuple[Annotated[str, Field(min_length=1)], ...], AfterValidator(_dedupe_labels)
-    ] = ()
-    min_runners: int = Field(default=0, ge=0)
-    max_runners: int = Field(default=10, ge=1)
-    suspended: bool = False
-    drain_timeout: Duration = 6 * 3600
-    backend: Literal["docker", "tart"] = "docker"
-    docker: DockerTemplate = DockerTemplate()
-    tart: TartTemplate = TartTemplate()
+    ] = Field(default=(), description="extra labels (the name is always a label too)")
+    min_runners: int = Field(default=0, ge=0, description="idle runners kept warm")
+    max_runners: int = Field(default=10, ge=1, description="hard cap; must be >= minRunners")
+    suspended: bool = Field(
+        default=False, description="take no new jobs: idle runners go, busy ones finish"
+    )
+    drain_timeout: Duration = Field(
+        default=6 * 3600,
+        description="how long busy runners may run on when the scale set is removed or suspended",
+    )
+    backend: Literal["docker", "tart"] = Field(default="docker", description="where runners run")
+    docker: DockerTemplate = Field(
+        default=DockerTemplate(), description="used when backend is docker"
+    )
+    tart: TartTemplate = Field(default=TartTemplate(), description="used when backend is tart")
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> ScaleSet:
@@ -263,16 +315,23 @@ class ScaleSet(Model):
 
 
 class Metadata(Model):
-    name: str = Field(pattern=FLEET_NAME_PATTERN, description="the fleet's identity")
+    """What identifies the fleet."""
+
+    name: str = Field(
+        pattern=FLEET_NAME_PATTERN,
+        description="the fleet's identity, stamped on every container and VM it owns",
+    )
 
 
 class Fleet(Model):
     """A whole fleet: what one operator keeps running."""
 
-    api_version: Literal["runscaler/v1"]
-    kind: Literal["Fleet"]
-    metadata: Metadata
-    scale_sets: tuple[ScaleSet, ...] = ()
+    api_version: Literal["runscaler/v1"] = Field(description="selects schema and semantics")
+    kind: Literal["Fleet"] = Field(description="always Fleet")
+    metadata: Metadata = Field(description="the fleet's identity")
+    scale_sets: tuple[ScaleSet, ...] = Field(
+        default=(), description="the runner scale sets; names unique per github.url"
+    )
 
     def by_identity(self) -> dict[tuple[str, str], ScaleSet]:
         return {s.identity: s for s in self.scale_sets}
