@@ -163,3 +163,13 @@ def test_a_missing_file_or_a_directory_is_one_line(
 def test_an_invalid_name_flag_is_one_line(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["convert", str(config), "--name", "Bad_Name"]) == 1
     assert capsys.readouterr().err.startswith("runscaler: --name 'Bad_Name': a fleet name is")
+
+
+def test_it_refuses_to_overwrite_the_config_it_converts(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["convert", str(config), "-o", str(config)]) == 1
+    assert capsys.readouterr().err == (
+        f"runscaler: {config}: is the config being converted: write elsewhere\n"
+    )
+    assert config.read_text() == CONFIG

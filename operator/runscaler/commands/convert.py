@@ -44,6 +44,8 @@ def main(args: argparse.Namespace) -> int:
     from runscaler.converting import check_fleet_name, convert, fleet_name_from
 
     config_path: Path = args.config
+    if args.output is not None and args.output.resolve() == config_path.resolve():
+        raise UserError(f"{args.output}: is the config being converted: write elsewhere")
     config = read_config(config_path)
     name = check_fleet_name(args.name) if args.name else fleet_name_from(config_path.stem)
     conversion = convert(config, fleet_name=name, source=str(config_path))
