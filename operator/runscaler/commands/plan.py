@@ -1,8 +1,10 @@
 """`runscaler plan`: preview what applying a manifest would change, terraform-style.
 
 The comparison base is another manifest file, the same manifest at a git revision (for CI on
-pull requests), or (later) the live operator. Whatever the base, the diff is the planner's pure
-function, the same one the running controller applies.
+pull requests), or the live operator: its `/-/fleet`, where literal secrets arrive as
+fingerprints, so the manifest's own literals are fingerprinted the same way before planning (an
+unchanged one is no change, a rotated one shows as `(sensitive)`). Whatever the base, the diff
+is the planner's pure function, the same one the running controller applies.
 """
 
 from __future__ import annotations
@@ -51,7 +53,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="compare with another manifest, or with FILE at a git revision (git:origin/main)",
     )
     base.add_argument(
-        "--server", metavar="URL", help="compare with the live operator at URL (its /status)"
+        "--server",
+        metavar="URL",
+        help="compare with the live operator at URL (the default without --against: "
+        "$RUNSCALER_SERVER or http://127.0.0.1:8080)",
     )
     parser.add_argument(
         "--format", choices=("text", "json", "markdown"), default="text", help="output format"
@@ -74,7 +79,12 @@ def main(args: argparse.Namespace) -> int:
     for warning in desired.warnings:
         print(warning.located(), file=sys.stderr)
     base = _comparison_base(path, against=args.against, server=args.server)
-    result = plan(base.fleet, desired.fleet)
+    wanted = desired.fleet
+    if base.fingerprinted:
+        from runscaler.fingerprints import fingerprint_fleet
+
+        wanted = fingerprint_fleet(wanted)
+    result = plan(base.fleet, wanted)
     if base.notes:
         result = replace(result, notes=(*base.notes, *result.notes))
     render = {
@@ -95,6 +105,7 @@ class Base:
 
     fleet: Fleet | None
     notes: tuple[str, ...] = ()
+    fingerprinted: bool = False  # literal secrets are fingerprints (the live operator's fleet)
 
 
 def _comparison_base(path: Path, *, against: str | None, server: str | None) -> Base:
@@ -108,12 +119,39 @@ def _comparison_base(path: Path, *, against: str | None, server: str | None) -> 
 
 
 def fetch_live_fleet(server: str | None) -> Base:
-    """The fleet the live operator runs, from its status endpoint."""
-    del server  # the operator's status endpoint does not describe its fleet yet
-    raise ConfigurationError(
-        "no live operator comparison is available yet: "
-        "use --against FILE or --against git:REF to compare with a manifest"
-    )
+    """The fleet the live operator runs, from its `/-/fleet` (literal secrets fingerprinted)."""
+    from pydantic import ValidationError
+
+    from runscaler import remote
+    from runscaler.fingerprints import fleet_from_dump
+
+    url = remote.server_url(server)
+    try:
+        dump = remote.fetch_json(url, "/-/fleet")
+    except remote.OperatorUnreachable:
+        raise ConfigurationError(
+            f"cannot reach the operator at {url} to compare with: is runscaler run running? "
+            "pass --server URL, or compare with a manifest: --against FILE|git:REF"
+        ) from None
+    except remote.OperatorRefused as exc:
+        raise UserError(f"{exc}; or compare with a manifest: --against FILE|git:REF") from None
+    try:
+        return Base(fleet_from_dump(dump), fingerprinted=True)
+    except (ValidationError, TypeError, AttributeError) as exc:
+        raise UserError(
+            f"the operator at {url} runs a fleet this runscaler cannot read "
+            f"({_first_problem(exc)}): "
+            "use the same runscaler version, or --against FILE|git:REF"
+        ) from None
+
+
+def _first_problem(exc: Exception) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError) and exc.errors():
+        first = exc.errors()[0]
+        return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+    return str(exc) or type(exc).__name__
 
 
 def load_at_revision(path: Path, ref: str) -> Base:
