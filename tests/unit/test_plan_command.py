@@ -98,15 +98,18 @@ def test_no_changes_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert capsys.readouterr().out == "No changes. The fleet matches the manifest.\n"
 
 
-def test_without_against_it_says_no_live_comparison_exists_yet(
+def test_without_against_and_no_operator_it_says_so_and_suggests_against(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = plan(manifest(tmp_path / "fleet.yaml"))
+    # Port 1 on loopback: nothing listens there (the live comparison is tested in
+    # tests/integration/test_server_plan.py against a served operator).
+    code = plan(manifest(tmp_path / "fleet.yaml"), "--server", "http://127.0.0.1:1")
 
     assert code == 1
     assert capsys.readouterr().err == (
-        "runscaler: no live operator comparison is available yet: "
-        "use --against FILE or --against git:REF to compare with a manifest\n"
+        "runscaler: cannot reach the operator at http://127.0.0.1:1 to compare with: is "
+        "runscaler run running? pass --server URL, or compare with a manifest: "
+        "--against FILE|git:REF\n"
     )
 
 
