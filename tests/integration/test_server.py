@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -275,3 +276,15 @@ async def test_ipv6_loopback_is_served_with_a_bracketed_url() -> None:
         assert response.status_code == 200
     finally:
         await served.__aexit__(None, None, None)
+
+
+async def test_stopping_does_not_wait_for_an_idle_keep_alive_connection() -> None:
+    async with httpx.AsyncClient(trust_env=False) as client:
+        served = serve_http(FakeOperator(), listen="127.0.0.1:0", registry=CollectorRegistry())
+        url = await served.__aenter__()
+        assert (await client.get(f"{url}/healthz")).status_code == 200  # connection kept open
+        started = time.monotonic()
+
+        await served.__aexit__(None, None, None)
+
+        assert time.monotonic() - started < 1.0
