@@ -168,7 +168,15 @@ def _properties_of(schema: Any) -> dict[str, Any]:
 
 
 def _required(error: ValidationError, path: FieldPath) -> list[Explained]:
-    missing = [key for key in _rule(error) if key not in _instance(error)]
+    instance = _instance(error)
+    known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+    unknown = [key for key in instance if key not in known]
+    # A misspelt key is reported as unknown, with the right spelling: once is enough.
+    missing = [
+        key
+        for key in _rule(error)
+        if key not in instance and not any(suggest(u, [key]) == key for u in unknown)
+    ]
     out = []
     for key in missing:
         hint = _REQUIRED_HINTS.get(key)

@@ -83,8 +83,9 @@ class ScaleSetChecker:
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "missing":
             *parent, key = loc
-            message = f"missing required key {key!r} (set it here or in defaults)"
-            self.add(index, tuple(parent), message, subject=loc)
+            dotted = ".".join(str(part) for part in loc)
+            message = f"missing required key {key!r} (set {dotted} in the scale set or in defaults)"
+            self.add(index, tuple(parent), message, subject=loc, intrinsic=True)
             return
         if not loc and message.startswith("minRunners"):
             self.add(index, ("minRunners",), message)

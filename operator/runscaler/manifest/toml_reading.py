@@ -19,6 +19,13 @@ _AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 _AT_END = re.compile(r"\s*\(at end of document\)$")
 
 
+# tomllib's words for the commonest mistakes, said as the user would see the mistake.
+_CLEARER = {
+    "cannot overwrite a value": "a key is set twice (or a table is defined twice)",
+    "illegal character '\\n'": "a string is not closed on its line",
+}
+
+
 class TOMLProblem(Exception):
     """A located problem in the TOML text; the loader turns it into a diagnostic."""
 
@@ -52,7 +59,7 @@ def _syntax_problem(message: str, text: str) -> TOMLProblem:
         mark = Mark(len(lines), len(lines[-1]) + 1)
         message = _AT_END.sub("", message)
     message = message[:1].lower() + message[1:]
-    return TOMLProblem(f"invalid TOML: {message}", mark)
+    return TOMLProblem(f"invalid TOML: {_CLEARER.get(message, message)}", mark)
 
 
 def _check_depth(data: Any, text: str) -> None:
