@@ -25,9 +25,7 @@ LOCATED = re.compile(r"^[^:]+:\d+:\d+: ")
 UNLOCATED = {"yaml-empty.yaml", "yaml-comments-only.yaml"}
 
 
-def validate(
-    capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, list[str], str]:
+def validate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], str]:
     code = run(["validate", *args])
     out, err = capsys.readouterr()
     return code, err.splitlines(), out

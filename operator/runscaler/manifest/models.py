@@ -110,7 +110,7 @@ GitHubURL = Annotated[
     WithJsonSchema(
         {
             "type": "string",
-            "pattern": r"^https?://",
+            "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://",
             "description": "https://HOST/ORG, https://HOST/ORG/REPO or https://HOST/enterprises/SLUG",
         }
     ),
