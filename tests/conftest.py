@@ -20,7 +20,7 @@ import loopback_only  # noqa: E402
 loopback_only.install()
 
 # Real Docker parts (busybox image, registry, extra engines) for every test package.
-pytest_plugins = ("tests.integration.dockerkit",)
+pytest_plugins = ("tests.integration.dockerkit", "tests.integration.runtimekit")
 
 _GUARD_LOG = Path(tempfile.mkstemp(prefix="runscaler-guard-", suffix=".log")[1])
 

@@ -70,6 +70,16 @@ class RunnerExit:
     at: float  # epoch seconds
 
 
+class ExitStream(Protocol):
+    """An async iterator of exits that must be closed (`contextlib.aclosing`)."""
+
+    def __aiter__(self) -> AsyncIterator[RunnerExit]: ...
+
+    async def __anext__(self) -> RunnerExit: ...
+
+    async def aclose(self) -> None: ...
+
+
 class Backend(Protocol):
     async def check(self, template: DockerTemplate | TartTemplate) -> str:
         """Prove the engine answers and the template's image is present or obtainable
@@ -95,7 +105,7 @@ class Backend(Protocol):
         that was created but never started is listed as not running, without an exit code."""
         ...
 
-    def exits(self, selector: Mapping[str, str]) -> AsyncIterator[RunnerExit]:
+    def exits(self, selector: Mapping[str, str]) -> ExitStream:
         """Exits of runners matching `selector`, as they happen (watched, not polled).
 
         The subscription starts when `exits` is called, not at the first iteration: call it

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from runscaler.engine.statefile import StateFile
+from runscaler.engine.tasks import stop_task
 from runscaler.github.client import ScaleSetClient
 from runscaler.github.errors import (
     AuthError,
@@ -90,7 +91,7 @@ class Backoff:
         self._attempt = 0
 
     def next(self) -> float:
-        delay = min(self.maximum, self.initial * 2**self._attempt)
+        delay: float = min(self.maximum, self.initial * 2.0**self._attempt)
         self._attempt += 1
         return delay * random.uniform(0.8, 1.0)
 
@@ -290,7 +291,8 @@ class Listener:
         if session is None:
             return
         try:
-            await asyncio.wait_for(session.close(), timeout=30)
+            async with asyncio.timeout(30):
+                await session.close()
         except (GitHubError, TimeoutError) as exc:
             log.debug("%s: closing the session: %s", self._name, exc)
         # Closed (or gone): nothing stale to take over at the next start.
@@ -325,11 +327,9 @@ class Listener:
         try:
             await asyncio.wait({poll, wake}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            wake.cancel()
+            await stop_task(wake)
             if not poll.done():
-                poll.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await poll
+                await stop_task(poll)
         if poll.cancelled():
             return None
         return poll.result()

@@ -1,0 +1,171 @@
+"""One backend per engine, shared by every scale set that uses it, with its housekeeping.
+
+Scale sets name their engine in the manifest (`docker.host`, `docker.tls`); those that name the
+same one share a `DockerBackend`, so an image is pulled once and the sweepers run once per
+engine. A Tart scale set gets a backend that reports why it cannot run here, so it shows as
+`degraded` with that reason while the others run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from runscaler.backends.base import (
+    Backend,
+    BackendUnavailable,
+    ExitStream,
+    OwnedRunner,
+    RunnerExit,
+    RunnerSpec,
+)
+from runscaler.backends.docker import DockerBackend, DockerTLSPaths
+from runscaler.backends.docker_client import default_host
+from runscaler.backends.docker_sweep import housekeeping
+from runscaler.console.pulls import pull_progress
+from runscaler.manifest.models import DockerTemplate, ScaleSet, TartTemplate
+
+log = logging.getLogger(__name__)
+
+EngineKey = tuple[str, Path | None, Path | None, Path | None]
+
+
+class _Scaler(Protocol):
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def template(self) -> object: ...
+
+
+class _Runtime(Protocol):
+    @property
+    def scaler(self) -> _Scaler: ...
+
+
+class _Controller(Protocol):
+    @property
+    def runtimes(self) -> Mapping[tuple[str, str], _Runtime]: ...
+
+
+class _NoExits:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __aiter__(self) -> _NoExits:
+        return self
+
+    async def __anext__(self) -> RunnerExit:
+        raise BackendUnavailable(self.reason)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class UnavailableBackend:
+    """Stands in for a backend this host cannot provide; every call says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    async def check(self, template: DockerTemplate | TartTemplate) -> str:
+        raise BackendUnavailable(self.reason)
+
+    async def prepare(self, template: DockerTemplate | TartTemplate) -> None:
+        raise BackendUnavailable(self.reason)
+
+    async def start(self, spec: RunnerSpec) -> None:
+        raise BackendUnavailable(self.reason)
+
+    async def remove(self, name: str) -> None:
+        raise BackendUnavailable(self.reason)
+
+    async def list_owned(self, selector: Mapping[str, str]) -> list[OwnedRunner]:
+        raise BackendUnavailable(self.reason)
+
+    def exits(self, selector: Mapping[str, str]) -> ExitStream:
+        return _NoExits(self.reason)
+
+    async def logs_tail(self, name: str, lines: int = 20) -> list[str]:
+        return []
+
+    async def close(self) -> None:
+        return None
+
+
+def tart_reason() -> str:
+    if shutil.which("tart") is None:
+        return "the tart backend needs the `tart` CLI on this host (macOS on Apple Silicon)"
+    return "the tart backend is not available in this version of runscaler"
+
+
+def _absolute(base_dir: Path, path: str | None) -> Path | None:
+    return None if path is None else (base_dir / path).resolve()
+
+
+class BackendPool:
+    def __init__(self) -> None:
+        self._docker: dict[EngineKey, DockerBackend] = {}
+        self._housekeeping: list[asyncio.Task[None]] = []
+        self._controller: _Controller | None = None
+
+    def backend_for(self, fleet: str, scale_set: ScaleSet, base_dir: Path) -> Backend:
+        if scale_set.backend == "tart":
+            return UnavailableBackend(tart_reason())
+        tls = scale_set.docker.tls
+        key: EngineKey = (
+            scale_set.docker.host or default_host(),
+            _absolute(base_dir, tls.ca if tls else None),
+            _absolute(base_dir, tls.cert if tls else None),
+            _absolute(base_dir, tls.key if tls else None),
+        )
+        backend = self._docker.get(key)
+        if backend is None:
+            paths = DockerTLSPaths(ca=key[1], cert=key[2], key=key[3]) if tls else None
+            backend = DockerBackend(
+                fleet=fleet, host=key[0], tls=paths, pull_progress=pull_progress()
+            )
+            self._docker[key] = backend
+            if self._controller is not None:
+                self._start_sweeps(backend)
+        return backend
+
+    def start_housekeeping(self, controller: _Controller) -> None:
+        """Run each engine's sweepers over the templates of the scale sets using it now
+        (engines first used by a later reload get theirs then)."""
+        self._controller = controller
+        for backend in self._docker.values():
+            self._start_sweeps(backend)
+
+    def _start_sweeps(self, backend: DockerBackend) -> None:
+        controller = self._controller
+        assert controller is not None
+
+        def templates() -> Iterable[object]:
+            return [
+                runtime.scaler.template
+                for runtime in controller.runtimes.values()
+                if runtime.scaler.backend is backend
+            ]
+
+        task = asyncio.create_task(
+            housekeeping(backend, templates), name=f"housekeeping:{backend.host}"
+        )
+        self._housekeeping.append(task)
+
+    async def close(self) -> None:
+        for task in self._housekeeping:
+            task.cancel()
+        for task in self._housekeeping:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._housekeeping.clear()
+        for backend in self._docker.values():
+            with contextlib.suppress(Exception):
+                await backend.close()
+        self._docker.clear()
