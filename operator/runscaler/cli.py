@@ -115,8 +115,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
         return code
     except ManifestError as exc:
-        for diagnostic in exc.diagnostics:
-            print(diagnostic.located(), file=sys.stderr)
+        from runscaler.console.diagnostics import text_lines
+
+        for line in text_lines(exc.diagnostics):  # at most 20, then a count
+            print(line, file=sys.stderr)
         return EXIT_USER_ERROR
     except UserError as exc:
         print(f"runscaler: {exc}", file=sys.stderr)
