@@ -32,7 +32,10 @@ def render_dry_run(results: Sequence[DryRunResult]) -> None:
             escape(result.scale_set or "-"),
             escape(result.backend or ("FAILED" if not result.ok else "-")),
         )
-    Console(soft_wrap=False).print(table)
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:
+        console = Console(soft_wrap=False, width=200)  # logs and CI: do not fold cells
+    console.print(table)
     for result in results:
         if not result.ok:
             print(f"{result.name} ({result.url}): {result.problem}", file=sys.stderr)

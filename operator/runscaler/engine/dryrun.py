@@ -17,6 +17,7 @@ from runscaler.backends.base import BackendError
 from runscaler.engine.backendpool import BackendPool
 from runscaler.engine.scaleset import resolve_credentials
 from runscaler.github.client import RetryPolicy, ScaleSetClient
+from runscaler.errors import UserError
 from runscaler.github.errors import GitHubError
 from runscaler.manifest.loading import LoadedManifest
 from runscaler.manifest.models import ScaleSet
@@ -64,7 +65,7 @@ async def check_scale_set(
             group_id = await client.get_runner_group_id(scale_set.runner_group)
             result = _with(result, runner_group=f"{scale_set.runner_group} (id {group_id})")
             existing = await client.get_scale_set(runner_group_id=group_id, name=scale_set.name)
-        except (GitHubError, ValueError) as exc:
+        except (GitHubError, UserError, ValueError) as exc:
             what = "check the token or App credentials and their scopes"
             if result.credentials:
                 what = "check runnerGroup and the credentials' permissions"
