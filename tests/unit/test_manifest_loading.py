@@ -205,3 +205,14 @@ def test_invalid_manifest_errors_carry_the_warnings_too() -> None:
         load_yaml(text)
     assert [d.severity for d in caught.value.diagnostics] == ["error"]
     assert [w.path for w in caught.value.warnings] == ["defaults.github.auth.token"]
+
+
+def test_flow_style_values_may_contain_colons() -> None:
+    # YAML 1.2 allows `:` inside plain scalars in flow collections; libyaml (1.1) does not.
+    text = (
+        FLEET
+        + "  - name: flow\n    github: {url: https://github.com/globex, auth: {token: env:T}}\n"
+    )
+    sets = {s.name: s for s in load_yaml(text).fleet.scale_sets}
+    assert sets["flow"].github.url == "https://github.com/globex"
+    assert sets["flow"].github.auth.token == "env:T"

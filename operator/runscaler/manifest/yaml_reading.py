@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+import ruamel.yaml.main
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import (
@@ -87,15 +89,31 @@ def read_yaml(text: str) -> tuple[Any, SourceMap]:
     `None`.
     """
     try:
-        return _Composer(text).compose()
-    except MarkedYAMLError as exc:
+        return _Composer(text).compose(pure=False)
+    except YAMLError:
+        if getattr(ruamel.yaml.main, "CParser", None) is None:
+            raise _parser_problem(text) from None
+    # libyaml follows YAML 1.1 where the pure parser follows 1.2, which allows `:` inside
+    # plain scalars in flow collections (`{url: https://github.com/acme}`): ask it too.
+    try:
+        return _Composer(text).compose(pure=True)
+    except YAMLError:
+        raise _parser_problem(text) from None
+
+
+def _parser_problem(text: str) -> YAMLProblem:
+    """The problem being handled, as a located one-line message."""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         where = Mark(mark.line + 1, mark.column + 1) if mark is not None else None
         problem = exc.problem or "unreadable YAML"
+        if problem.startswith("found character '\\t'"):
+            return YAMLProblem("invalid YAML: a tab cannot indent YAML; use spaces", where)
         context = f" ({exc.context})" if exc.context else ""
-        raise YAMLProblem(f"invalid YAML: {problem}{context}", where) from None
-    except YAMLError as exc:
-        raise _reader_problem(exc, text) from None
+        return YAMLProblem(f"invalid YAML: {problem}{context}", where)
+    assert isinstance(exc, YAMLError)
+    return _reader_problem(exc, text)
 
 
 def _reader_problem(exc: YAMLError, text: str) -> YAMLProblem:
@@ -125,9 +143,9 @@ class _Composer:
         self.root: Any = None
         self.done = False
 
-    def compose(self) -> tuple[Any, SourceMap]:
-        # YAML() picks the C parser when ruamel.yaml.clib is installed, else the pure one.
-        for event in YAML(typ="safe").parse(self.text):
+    def compose(self, *, pure: bool) -> tuple[Any, SourceMap]:
+        # YAML() picks the C parser when ruamel.yaml.clib is installed, unless told `pure`.
+        for event in YAML(typ="safe", pure=pure).parse(self.text):
             self._event(event)
         return self.root, SourceMap(self.root, self.entries)
 
