@@ -27,7 +27,7 @@ from runscaler.planning import Plan, ScaleSetChange, plan
 log = logging.getLogger(__name__)
 
 Identity = tuple[str, str]
-RuntimeFactory = Callable[[ScaleSet, Path], ScaleSetRuntime]
+RuntimeFactory = Callable[[str, ScaleSet, Path], ScaleSetRuntime]  # fleet, scale set, base dir
 
 
 class ApplyRefused(UserError):
@@ -74,14 +74,15 @@ class Controller:
             result = self.check(desired)
             reconnected: list[str] = []
             for change in result.changes:
-                if await self._apply_change(change, desired.base_dir):
+                if await self._apply_change(change, desired):
                     reconnected.append(change.name)
             self.manifest = desired
             return Applied(result, tuple(reconnected))
 
-    async def _apply_change(self, change: ScaleSetChange, base_dir: Path) -> bool:
+    async def _apply_change(self, change: ScaleSetChange, desired: LoadedManifest) -> bool:
         """Apply one change; True when the scale set reconnected for new credentials."""
         identity = change.identity
+        base_dir = desired.base_dir
         if change.action == "create":
             assert change.after is not None
             revived = self._deleting.pop(identity, None)
@@ -92,7 +93,7 @@ class Controller:
                 self.runtimes[identity] = runtime
                 await runtime.resume()
                 return await self._update(runtime, change.after, base_dir, force_reconnect=False)
-            runtime = self._factory(change.after, base_dir)
+            runtime = self._factory(desired.fleet.metadata.name, change.after, base_dir)
             self.runtimes[identity] = runtime
             runtime.start()
             log.info("%s: added", change.name)

@@ -16,8 +16,8 @@ from pathlib import Path
 from runscaler.backends.base import BackendError
 from runscaler.engine.backendpool import BackendPool
 from runscaler.engine.scaleset import resolve_credentials
-from runscaler.github.client import RetryPolicy, ScaleSetClient
 from runscaler.errors import UserError
+from runscaler.github.client import RetryPolicy, ScaleSetClient
 from runscaler.github.errors import GitHubError
 from runscaler.manifest.loading import LoadedManifest
 from runscaler.manifest.models import ScaleSet

@@ -108,9 +108,8 @@ class Reloader:
     def manifest(self) -> LoadedManifest | None:
         return self._controller.manifest
 
-    async def start(self) -> None:
-        """The first load: an invalid or refused manifest is the user's error (exit 1)."""
-        loaded = load_manifest(self.path)
+    async def start(self, loaded: LoadedManifest) -> None:
+        """The first apply: an invalid or refused manifest is the user's error (exit 1)."""
         self._warn(loaded)
         await self._controller.apply(loaded)
         await self._accepted(loaded)

@@ -23,12 +23,14 @@ from typing import Any
 from runscaler.backends.base import Backend
 from runscaler.engine.backendpool import BackendPool
 from runscaler.engine.controller import Controller
+from runscaler.engine.fleetlock import FleetLock
 from runscaler.engine.reloader import Reloader, ReloadOutcome
 from runscaler.engine.scaleset import RuntimeTiming, ScaleSetRuntime
 from runscaler.engine.statefile import StateFile
 from runscaler.engine.status import FleetStatus
 from runscaler.engine.watcher import watch_manifest
 from runscaler.errors import EXIT_INTERRUPTED, EXIT_OK
+from runscaler.manifest.loading import load_manifest
 from runscaler.manifest.models import ScaleSet
 from runscaler.metrics import Metrics
 from runscaler.server import serve_http
@@ -65,10 +67,10 @@ class Operator:
         )
         self.reloader = Reloader(path=settings.manifest, controller=self.controller)
         self._state_file: StateFile | None = None
+        self._lock: FleetLock | None = None
         self.ready = False
 
-    def _new_runtime(self, scale_set: ScaleSet, base_dir: Path) -> ScaleSetRuntime:
-        fleet = self.controller.fleet_name or self._pending_fleet
+    def _new_runtime(self, fleet: str, scale_set: ScaleSet, base_dir: Path) -> ScaleSetRuntime:
         if self._state_file is None:
             self._state_file = StateFile.for_fleet(self.settings.state_dir, fleet)
         backend: Backend = self._backends.backend_for(fleet, scale_set, base_dir)
@@ -84,14 +86,11 @@ class Operator:
             metrics=self.metrics,
         )
 
-    _pending_fleet = ""
-
     async def start(self) -> None:
-        from runscaler.manifest.loading import load_manifest
-
-        # The fleet name is needed before the first runtime exists (state file, labels).
-        self._pending_fleet = load_manifest(self.settings.manifest).fleet.metadata.name
-        await self.reloader.start()
+        """Load and apply the manifest; any problem is the user's to fix (exit 1)."""
+        loaded = load_manifest(self.settings.manifest)
+        self._lock = FleetLock.acquire(self.settings.state_dir, loaded.fleet.metadata.name)
+        await self.reloader.start(loaded)
         self._backends.start_housekeeping(self.controller)
         self.ready = True
 
@@ -102,7 +101,7 @@ class Operator:
         manifest = self.reloader.manifest
         runtimes = [*self.controller.runtimes.values(), *self.controller.draining]
         return FleetStatus(
-            fleet=self.controller.fleet_name or self._pending_fleet,
+            fleet=self.controller.fleet_name or "",
             generation=self.reloader.generation,
             manifest_path=str(self.settings.manifest),
             manifest_sha256=manifest.sha256 if manifest else "",
@@ -122,6 +121,8 @@ class Operator:
     async def shutdown(self) -> None:
         await self.controller.shutdown(cleanup=self.settings.cleanup_on_exit)
         await self._backends.close()
+        if self._lock is not None:
+            self._lock.release()
 
 
 class _Signals:
@@ -165,30 +166,29 @@ async def run_operator(settings: RunSettings) -> int:
     signals = _Signals(stop, hup)
     signals.install(loop)
     try:
-        await operator.start()
+        # Bind first: a busy port fails before anything is created on GitHub or the engine.
         async with serve_http(
             operator, listen=settings.listen, registry=operator.metrics.registry
         ) as url:
-            log.info(
-                "fleet %s running %d scale sets; serving %s",
-                operator.controller.fleet_name,
-                len(operator.controller.runtimes),
-                url,
-            )
-            async with asyncio.TaskGroup() as group:
-                group.create_task(
-                    watch_manifest(
-                        settings.manifest,
-                        lambda: operator.reload(force=False),
-                        settle_ms=settings.watch_settle_ms,
-                        resync_interval=settings.resync_interval,
-                        stop=stop,
-                    ),
-                    name="watcher",
+            try:
+                await operator.start()
+                log.info(
+                    "fleet %s running %d scale sets; serving %s",
+                    operator.controller.fleet_name,
+                    len(operator.controller.runtimes),
+                    url,
                 )
-                await stop.wait()
-            log.info("stopping: closing sessions, removing idle runners")
-            await operator.shutdown()
+                await watch_manifest(
+                    settings.manifest,
+                    lambda: operator.reload(force=False),
+                    settle_ms=settings.watch_settle_ms,
+                    resync_interval=settings.resync_interval,
+                    stop=stop,
+                )
+            finally:
+                if operator.controller.runtimes or operator.controller.draining:
+                    log.info("stopping: closing sessions, removing idle runners")
+                await operator.shutdown()
     finally:
         for task in background:
             task.cancel()
