@@ -291,3 +291,38 @@ async def test_the_jit_config_is_only_in_the_runner_environment(
     assert jit not in labels
     assert jit not in caplog.text
     assert name in labels
+
+
+async def test_a_template_change_rolls_idle_runners_make_before_break(
+    runtimes: Runtimes,
+) -> None:
+    runtime = runtimes.make(scale_set(runtimes.sim, minRunners=2, maxRunners=4))
+    runtime.start()
+    await eventually(lambda: runtime.snapshot().idle == 2, timeout=30, message="two idle")
+    old = await running_names(runtimes.backend, runtimes.fleet)
+    lowest = len(old)
+
+    async def sample() -> None:
+        nonlocal lowest
+        while True:
+            lowest = min(lowest, len(await running_names(runtimes.backend, runtimes.fleet)))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        changed = scale_set(runtimes.sim, minRunners=2, maxRunners=4, docker={"env": {"A": "1"}})
+        await runtime.update(changed, reconnect=False)
+
+        async def rolled() -> set[str]:
+            names = await running_names(runtimes.backend, runtimes.fleet)
+            return names if len(names) == 2 and not names & old else set()
+
+        new = await eventually(rolled, timeout=30, message="both idle runners replaced")
+    finally:
+        sampler.cancel()
+    assert lowest >= 2  # never fewer warm runners than asked for while rolling
+    for name in new:
+        env = docker(
+            "inspect", "-f", "{{json .Config.Env}}", container_name(runtimes.fleet, name)
+        ).stdout
+        assert "A=1" in json.loads(env)
