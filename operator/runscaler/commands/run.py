@@ -53,7 +53,12 @@ def main(args: argparse.Namespace) -> int:
     from runscaler.logs import setup_logging
     from runscaler.manifest.loading import load_manifest
 
-    setup_logging(args.log_level, args.log_format)
+    level = args.log_level
+    if args.dry_run and level == "info":
+        # A dry run's output is its table and one stderr line per failing scale set; the
+        # client's progress notes ("refused (401); reading them again") would bury that line.
+        level = "warning"
+    setup_logging(level, args.log_format)
     path: Path = args.file or default_manifest_path()
     if args.start_concurrency < 1:
         raise ConfigurationError("--start-concurrency must be at least 1")
