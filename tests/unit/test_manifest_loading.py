@@ -216,3 +216,14 @@ def test_flow_style_values_may_contain_colons() -> None:
     sets = {s.name: s for s in load_yaml(text).fleet.scale_sets}
     assert sets["flow"].github.url == "https://github.com/globex"
     assert sets["flow"].github.auth.token == "env:T"
+
+
+def test_without_the_c_parser_the_results_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ruamel.yaml.main
+
+    with_c = load_yaml(FLEET)
+    bad = FLEET + "    maxRunners: [1\n"
+    errors_with_c = errors_of(bad)
+    monkeypatch.setattr(ruamel.yaml.main, "CParser", None)
+    assert load_yaml(FLEET) == with_c
+    assert errors_of(bad) == errors_with_c

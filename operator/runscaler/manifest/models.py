@@ -31,6 +31,7 @@ from pydantic.alias_generators import to_camel
 from runscaler.manifest.values import (
     DURATION_PATTERN,
     SIZE_PATTERN,
+    check_proxy_url,
     check_secret_ref,
     check_url,
     format_duration,
@@ -117,6 +118,10 @@ GitHubURL = Annotated[
 ]
 
 
+ProxyURL = Annotated[str, AfterValidator(check_proxy_url)]
+"""A proxy URL as written (it may carry credentials: never shown in messages)."""
+
+
 class AppAuth(Model):
     """GitHub App credentials (preferred over a token)."""
 
@@ -148,7 +153,7 @@ class GitHub(Model):
     ca_bundle: str | None = Field(
         default=None, description="extra CA certificates (PEM file) for GHES with a private CA"
     )
-    proxy: str | None = Field(
+    proxy: ProxyURL | None = Field(
         default=None,
         description="HTTP(S) proxy URL; otherwise HTTPS_PROXY/NO_PROXY from the environment",
     )

@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 FieldPath = tuple[str | int, ...]
 """Keys and 0-based list indices from the document's root: `("scaleSets", 2, "maxRunners")`."""
 
 
-@dataclass(frozen=True, slots=True)
-class Mark:
-    """A 1-based line and column."""
+class Mark(NamedTuple):
+    """A 1-based line and column. (Tuples: a large manifest makes tens of thousands.)"""
 
     line: int
     col: int
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """Where one value sits: its key (None for list items and the root) and the value itself."""
 
     key: Mark | None

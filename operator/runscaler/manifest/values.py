@@ -168,23 +168,29 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def _shown(url: str) -> str:
+    """The URL as a message may show it: any `user:password@` left out."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1", url.strip())
+
+
 def parse_config_url(url: str) -> ConfigURL:
     """Split a config URL into scope parts, enforcing the manifest's URL rules."""
+    shown = _shown(url)
     try:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"invalid URL {url!r}: {exc}") from None
+        raise ValueError(f"invalid URL {shown!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise ValueError(f"invalid URL {url!r}: use https://HOST/ORG (or /ORG/REPO)")
+        raise ValueError(f"invalid URL {shown!r}: use https://HOST/ORG (or /ORG/REPO)")
     if not parts.hostname:
-        raise ValueError(f"invalid URL {url!r}: no host")
+        raise ValueError(f"invalid URL {shown!r}: no host")
     if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError(f"invalid URL {url!r}: no query, fragment or credentials allowed")
+        raise ValueError(f"invalid URL {shown!r}: no query, fragment or credentials allowed")
     hostname = parts.hostname.lower()
     if scheme == "http" and not is_loopback_host(hostname):
-        raise ValueError(f"invalid URL {url!r}: http:// is allowed only for loopback hosts")
+        raise ValueError(f"invalid URL {shown!r}: http:// is allowed only for loopback hosts")
     if hostname == "www.github.com":
         hostname = "github.com"
     host = f"[{hostname}]" if ":" in hostname else hostname
@@ -192,7 +198,7 @@ def parse_config_url(url: str) -> ConfigURL:
         host = f"{host}:{port}"
     segments = [s for s in parts.path.strip("/").split("/")] if parts.path.strip("/") else []
     if any(not s for s in segments):
-        raise ValueError(f"invalid URL {url!r}: empty path segment")
+        raise ValueError(f"invalid URL {shown!r}: empty path segment")
     if len(segments) == 1:
         return ConfigURL(scheme, host, "organization", organization=segments[0])
     if len(segments) == 2 and segments[0].lower() == "enterprises":
@@ -202,13 +208,31 @@ def parse_config_url(url: str) -> ConfigURL:
             scheme, host, "repository", organization=segments[0], repository=segments[1]
         )
     raise ValueError(
-        f"invalid URL {url!r}: expected https://HOST/ORG, https://HOST/ORG/REPO "
+        f"invalid URL {shown!r}: expected https://HOST/ORG, https://HOST/ORG/REPO "
         "or https://HOST/enterprises/SLUG"
     )
 
 
 def check_url(url: str) -> str:
     parse_config_url(url)
+    return url
+
+
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+
+
+def check_proxy_url(url: str) -> str:
+    """A proxy URL: `http://HOST:PORT` (or https, socks5, socks5h), credentials allowed."""
+    shown = _shown(url)
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError as exc:
+        raise ValueError(f"invalid proxy URL {shown!r}: {exc}") from None
+    if parts.scheme.lower() not in PROXY_SCHEMES or not parts.hostname:
+        raise ValueError(
+            f"invalid proxy URL {shown!r}: use http://HOST:PORT (or https, socks5, socks5h)"
+        )
     return url
 
 

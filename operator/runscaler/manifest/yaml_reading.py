@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from ruamel.yaml.events import (
     ScalarEvent,
     SequenceEndEvent,
     SequenceStartEvent,
+    StreamEndEvent,
 )
 
 from runscaler.manifest.positions import Entry, FieldPath, Mark, SourceMap
@@ -144,27 +146,37 @@ class _Composer:
         self.done = False
 
     def compose(self, *, pure: bool) -> tuple[Any, SourceMap]:
-        # YAML() picks the C parser when ruamel.yaml.clib is installed, unless told `pure`.
-        for event in YAML(typ="safe", pure=pure).parse(self.text):
-            self._event(event)
-        return self.root, SourceMap(self.root, self.entries)
+        """Build from the C parser's events (ruamel.yaml.clib) unless told `pure`."""
+        handlers: dict[type, Callable[[Any], None]] = {
+            ScalarEvent: self._scalar,
+            MappingStartEvent: self._start,
+            SequenceStartEvent: self._start,
+            MappingEndEvent: self._end,
+            SequenceEndEvent: self._end,
+            AliasEvent: self._alias,
+            DocumentStartEvent: self._document,
+        }
+        c_parser = None if pure else getattr(ruamel.yaml.main, "CParser", None)
+        if c_parser is not None:
+            next_event = c_parser(self.text).get_event  # straight from C, no generator
+        else:
+            next_event = iter(YAML(typ="safe", pure=True).parse(self.text)).__next__
+        while True:
+            event = next_event()
+            kind = type(event)
+            if kind is StreamEndEvent:
+                return self.root, SourceMap(self.root, self.entries)
+            handler = handlers.get(kind)
+            if handler is not None:
+                handler(event)
 
-    def _event(self, event: Any) -> None:
-        if isinstance(event, ScalarEvent):
-            self._scalar(event)
-        elif isinstance(event, MappingStartEvent | SequenceStartEvent):
-            self._start(event)
-        elif isinstance(event, MappingEndEvent | SequenceEndEvent):
-            self._end()
-        elif isinstance(event, AliasEvent):
-            self._alias(event)
-        elif isinstance(event, DocumentStartEvent):
-            self.documents += 1
-            if self.documents > 1:
-                raise YAMLProblem(
-                    "more than one YAML document (---): a manifest is a single document",
-                    _mark(event),
-                )
+    def _document(self, event: Any) -> None:
+        self.documents += 1
+        if self.documents > 1:
+            raise YAMLProblem(
+                "more than one YAML document (---): a manifest is a single document",
+                _mark(event),
+            )
 
     # Values -------------------------------------------------------------------------------
 
@@ -215,7 +227,7 @@ class _Composer:
             self.open_anchors.add(event.anchor)
         self.stack.append(_Frame(container, path, event.anchor))
 
-    def _end(self) -> None:
+    def _end(self, event: Any) -> None:
         frame = self.stack.pop()
         if isinstance(frame.container, dict):
             for key, value in frame.merged.items():
