@@ -140,3 +140,9 @@ def test_more_than_twenty_errors_end_with_a_count(
     assert len(lines) == 21
     assert lines[0] == "fleet.yaml:8:17: scaleSets[0] (s0).maxRunners: must be >= 1, got 0"
     assert lines[-1] == "fleet.yaml: 5 more not shown (25 errors in all)"
+
+
+def test_a_file_name_with_a_nul_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, _ = validate(capsys, "fleet\0.yaml")
+    assert code == 1
+    assert lines == ["fleet\0.yaml: not a valid file name"]

@@ -24,7 +24,7 @@ from runscaler.manifest.yaml_reading import read_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 FLEET = ROOT / "fleet.yaml"
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 UNLOCATED_OK = ("the manifest is empty", "invalid TOML: nesting deeper")
 
 

@@ -16,7 +16,7 @@ from tests.unit.test_manifest_fuzz import BASE, DOCUMENTS, MUTATIONS, mutate
 SCHEMA = document_schema()
 FAST = compile_schema(SCHEMA)
 SLOW = Draft7Validator(SCHEMA)
-SAME = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SAME = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SAME

@@ -42,9 +42,6 @@ class Findings:
         )
         self._items.setdefault(diagnostic, None)
 
-    def paths_with_errors(self) -> list[str]:
-        return [d.path for d in self._items if d.severity == "error"]
-
     @property
     def errors(self) -> tuple[Diagnostic, ...]:
         return _ordered(d for d in self._items if d.severity == "error")

@@ -18,6 +18,10 @@ from runscaler.errors import Diagnostic, ManifestError
 from runscaler.manifest.findings import Findings
 from runscaler.manifest.models import Fleet
 from runscaler.manifest.positions import Mark, SourceMap
+from runscaler.manifest.schema_check import check_schema, check_version
+from runscaler.manifest.semantics import ScaleSetChecker
+from runscaler.manifest.toml_reading import TOMLProblem, read_toml
+from runscaler.manifest.yaml_reading import YAMLProblem, read_yaml
 
 MAX_BYTES = 1024 * 1024
 """A manifest larger than this is refused before it is parsed."""
@@ -38,8 +42,11 @@ class LoadedManifest:
 def load_manifest(path: Path, *, strict: bool = False, check_env: bool = False) -> LoadedManifest:
     """Read, parse and validate the manifest at `path`; `ManifestError` on any problem."""
     name = str(path)
-    fmt = format_of(path)
-    raw = _read(path)
+    try:
+        fmt = format_of(path)
+        raw = _read(path)
+    except ValueError:  # os calls refuse a NUL in a file name
+        raise _error(name, "not a valid file name") from None
     return load_manifest_text(
         raw,
         source=name,
@@ -140,9 +147,6 @@ def _decode(raw: bytes, source: str) -> str:
 
 
 def _parse(text: str, *, source: str, fmt: Format) -> tuple[Any, SourceMap]:
-    from runscaler.manifest.toml_reading import TOMLProblem, read_toml
-    from runscaler.manifest.yaml_reading import YAMLProblem, read_yaml
-
     try:
         data, positions = read_yaml(text) if fmt == "yaml" else read_toml(text)
     except (YAMLProblem, TOMLProblem) as problem:
@@ -171,9 +175,6 @@ def _validate(
     strict: bool,
     check_env: bool,
 ) -> Fleet:
-    from runscaler.manifest.schema_check import check_schema, check_version
-    from runscaler.manifest.semantics import ScaleSetChecker
-
     if not check_version(data, findings):
         raise ManifestError(findings.errors, warnings=findings.warnings)
     bad = check_schema(data, findings)
