@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from runscaler.engine.listener import Listener, ListenerSettings, ListenerTiming
@@ -24,6 +23,7 @@ from runscaler.github.client import ScaleSetClient
 from runscaler.github.models import JobCompleted, JobStarted
 from runscaler.github.retrying import RetryPolicy
 from runscaler.simulator.server import Simulator, SimulatorOptions, serve_simulator
+from tests.integration.runtimekit import sim_control, sim_state
 from tests.waiting import eventually
 
 FAST = ListenerTiming(backoff_initial=0.05, backoff_max=0.2, standby_initial=0.05, standby_max=0.2)
@@ -122,20 +122,6 @@ async def make(sim: Simulator, tmp_path: Path) -> AsyncIterator[Callable[..., Aw
         await harness.client.aclose()
 
 
-async def state(sim: Simulator) -> dict[str, Any]:
-    async with httpx.AsyncClient() as http:
-        response = await http.get(f"{sim.url}/_sim/state")
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
-
-
-async def control(sim: Simulator, path: str, body: dict[str, Any]) -> None:
-    async with httpx.AsyncClient() as http:
-        response = await http.post(f"{sim.url}/_sim/{path}", json=body)
-        response.raise_for_status()
-
-
 def listening(harness: Harness) -> Callable[[], bool]:
     return lambda: harness.listener.state == "listening"
 
@@ -145,7 +131,7 @@ async def test_creates_the_scale_set_with_its_labels_and_opens_a_session(make: A
     harness.start()
     await eventually(listening(harness), message="listening")
 
-    snapshot = await state(harness.sim)
+    snapshot = await sim_state(harness.sim)
     assert [(s["name"], sorted(s["labels"])) for s in snapshot["scaleSets"]] == [
         ("linux", ["linux", "self-hosted"])
     ]
@@ -175,12 +161,12 @@ async def test_a_live_max_change_is_sent_as_the_capacity_header_without_reconnec
     harness.start()
 
     async def capacity() -> int | None:
-        sessions = (await state(harness.sim))["sessions"]
+        sessions = (await sim_state(harness.sim))["sessions"]
         return sessions[0]["maxCapacity"] if sessions else None
 
     await eventually(lambda: capacity(), message="a first poll")
     assert await capacity() == 5
-    session_before = (await state(harness.sim))["sessions"][0]["id"]
+    session_before = (await sim_state(harness.sim))["sessions"][0]["id"]
 
     harness.listener.update_settings(settings(max_runners=2))
 
@@ -188,7 +174,7 @@ async def test_a_live_max_change_is_sent_as_the_capacity_header_without_reconnec
         return await capacity() == 2
 
     await eventually(changed, timeout=2, message="the new capacity header")
-    assert (await state(harness.sim))["sessions"][0]["id"] == session_before
+    assert (await sim_state(harness.sim))["sessions"][0]["id"] == session_before
 
 
 async def test_acquires_available_jobs_and_reports_started_and_completed(make: Any) -> None:
@@ -198,7 +184,7 @@ async def test_acquires_available_jobs_and_reports_started_and_completed(make: A
     [job_id] = harness.sim.add_jobs(["linux"], count=1, duration=0.1)
 
     async def acquired() -> bool:
-        jobs = {j["id"]: j for j in (await state(harness.sim))["jobs"]}
+        jobs = {j["id"]: j for j in (await sim_state(harness.sim))["jobs"]}
         return jobs[job_id]["state"] == "acquired"
 
     await eventually(acquired, message="the job acquired")
@@ -210,16 +196,16 @@ async def test_standby_on_a_held_session_then_takes_over_when_it_frees(make: Any
     first.start()
     await eventually(listening(first), message="first listening")
     await first.stop()
-    await control(first.sim, "hold-session", {"name": "linux"})
+    await sim_control(first.sim, "hold-session", {"name": "linux"})
 
     second = await make(owner="host-b")
     second.start()
     await eventually(lambda: second.listener.state == "standby", message="standby")
     assert "active session" in (second.listener.last_error or "")
 
-    await control(second.sim, "release-session", {"name": "linux"})
+    await sim_control(second.sim, "release-session", {"name": "linux"})
     await eventually(listening(second), message="took over")
-    owners = [s["owner"] for s in (await state(second.sim))["sessions"]]
+    owners = [s["owner"] for s in (await sim_state(second.sim))["sessions"]]
     assert owners == ["host-b"]
 
 
@@ -238,7 +224,7 @@ async def test_standby_takes_over_when_the_other_session_expires(make: Any) -> N
     mine.start()
     # The stale session conflicts until the simulator expires it (poll wait + timeout).
     await eventually(listening(mine), timeout=5, message="takeover after expiry")
-    assert [s["owner"] for s in (await state(mine.sim))["sessions"]] == ["host-a"]
+    assert [s["owner"] for s in (await sim_state(mine.sim))["sessions"]] == ["host-a"]
 
 
 async def test_a_restart_after_a_crash_takes_over_its_own_stale_session_at_once(
@@ -254,13 +240,13 @@ async def test_a_restart_after_a_crash_takes_over_its_own_stale_session_at_once(
     with contextlib.suppress(asyncio.CancelledError):
         await crashed.task  # type: ignore[misc]
     crashed.task = None
-    assert stale in [s["id"] for s in (await state(sim))["sessions"]]
+    assert stale in [s["id"] for s in (await sim_state(sim))["sessions"]]
 
     restarted = await make()  # same owner, same state file
     restarted.start()
     await eventually(listening(restarted), timeout=1, message="immediate takeover")
     assert restarted.listener.last_error is None  # never stood by
-    sessions = [s["id"] for s in (await state(sim))["sessions"]]
+    sessions = [s["id"] for s in (await sim_state(sim))["sessions"]]
     assert stale not in sessions and len(sessions) == 1
 
 
@@ -270,7 +256,7 @@ async def test_a_scale_set_deleted_on_githubs_side_is_recreated(make: Any) -> No
     await eventually(listening(harness), message="listening")
     old_id = harness.listener.scale_set_id
 
-    await control(harness.sim, "delete-scale-set", {"name": "linux"})
+    await sim_control(harness.sim, "delete-scale-set", {"name": "linux"})
 
     await eventually(
         lambda: (
@@ -279,7 +265,7 @@ async def test_a_scale_set_deleted_on_githubs_side_is_recreated(make: Any) -> No
         ),
         message="re-created and listening",
     )
-    names = [s["name"] for s in (await state(harness.sim))["scaleSets"]]
+    names = [s["name"] for s in (await sim_state(harness.sim))["scaleSets"]]
     assert names == ["linux"]
     assert harness.state_file.get("k-linux").scale_set_id == harness.listener.scale_set_id
 
@@ -305,7 +291,7 @@ async def test_finds_its_scale_set_by_remembered_id_and_patches_labels_and_group
     second.start()
     await eventually(listening(second), message="listening again")
     assert second.listener.scale_set_id == scale_set_id
-    [scale_set] = (await state(sim))["scaleSets"]
+    [scale_set] = (await sim_state(sim))["scaleSets"]
     assert sorted(scale_set["labels"]) == ["gpu", "linux"]
 
 
@@ -314,7 +300,7 @@ async def test_stopping_closes_the_session(make: Any, sim: Simulator) -> None:
     harness.start()
     await eventually(listening(harness), message="listening")
     await harness.stop()
-    assert (await state(sim))["sessions"] == []
+    assert (await sim_state(sim))["sessions"] == []
     assert harness.state_file.get("k-linux").session_id is None
 
 
@@ -340,7 +326,7 @@ async def test_an_unacknowledged_message_is_redelivered_and_handled_once(make: A
     scale_set_id = harness.listener.scale_set_id
     jit = await harness.client.generate_jit_config(scale_set_id, runner_name="linux-a1b2c3d4")
     # Every acknowledgement fails for a while: the messages stay queued and come back.
-    await control(
+    await sim_control(
         harness.sim,
         "faults",
         {"method": "DELETE", "path": "/_broker/scalesets/message", "times": 8, "status": 500},
