@@ -210,17 +210,24 @@ class OperatorProcess:
                 self.process.wait(timeout=10)
 
 
-def metric_value(text: str, name: str, **labels: str) -> float | None:
-    """The value of one series in Prometheus text, or None when absent."""
+def metric_values(text: str, metric: str, /, **labels: str) -> list[float]:
+    """The values of every series of `metric` that has these labels (Prometheus text)."""
+    found = []
     for line in text.splitlines():
-        if line.startswith("#") or not line.startswith(name):
+        if line.startswith("#") or not line.startswith(metric):
             continue
         series, _, value = line.rpartition(" ")
-        if series.split("{", 1)[0] != name:
+        if series.split("{", 1)[0] != metric:
             continue
         if all(f'{k}="{v}"' in series for k, v in labels.items()):
-            return float(value)
-    return None
+            found.append(float(value))
+    return found
+
+
+def metric_value(text: str, metric: str, /, **labels: str) -> float | None:
+    """The sum of the series of `metric` that have these labels, or None when there are none."""
+    values = metric_values(text, metric, **labels)
+    return sum(values) if values else None
 
 
 # -- git -----------------------------------------------------------------------------------------

@@ -60,16 +60,17 @@ async def test_no_token_key_or_jit_config_appears_in_debug_logs(e2e: E2E) -> Non
     jit_configs: set[str] = set()
     client_ids: set[str] = set()
 
-    async def collect() -> int:
-        """JIT configs of the running runners and their credentials in the simulator."""
+    async def collected(at_least: int) -> bool:
+        """Gather the JIT configs of the running runners and their credentials in the
+        simulator; whether `at_least` JIT configs are known by now."""
         for container in await running(e2e.fleet):
             env = await container_env(container.id)
             if env.get(JIT_CONFIG_ENV):
                 jit_configs.add(env[JIT_CONFIG_ENV])
         client_ids.update(r.client_id for r in e2e.sim.state.runners.values())
-        return len(jit_configs)
+        return len(jit_configs) >= at_least
 
-    await eventually(lambda: _at_least(collect, 2), timeout=30, message="two warm runners")
+    await eventually(lambda: collected(2), timeout=30, message="two warm runners")
     ids = e2e.sim.add_jobs(["linux"], duration=0.3) + e2e.sim.add_jobs(["app-linux"], duration=0.3)
 
     def done() -> bool:
@@ -77,7 +78,7 @@ async def test_no_token_key_or_jit_config_appears_in_debug_logs(e2e: E2E) -> Non
 
     await eventually(done, timeout=30, message="both jobs done")
     # The warm minimum comes back with new runners: their JIT configs count too.
-    await eventually(lambda: _at_least(collect, 4), timeout=30, message="two new warm runners")
+    await eventually(lambda: collected(4), timeout=30, message="two new warm runners")
     assert {j["result"] for j in e2e.jobs(ids)} == {"succeeded"}
     served = (await operator.get("/status")).text + await operator.metrics()
     tokens = issued_tokens(e2e.sim)
@@ -98,8 +99,3 @@ async def test_no_token_key_or_jit_config_appears_in_debug_logs(e2e: E2E) -> Non
         for value in values:
             assert value not in log, f"a {kind} appears in the operator's log"
             assert value not in served, f"a {kind} appears in /status or /metrics"
-
-
-async def _at_least(collect: object, count: int) -> bool:
-    assert callable(collect)
-    return int(await collect()) >= count
