@@ -46,8 +46,10 @@ def main(args: argparse.Namespace) -> int:
     from runscaler.console.doctor import render_report
     from runscaler.doctoring import DoctorSettings, examine
     from runscaler.github.client import RetryPolicy
+    from runscaler.logs import setup_logging
     from runscaler.paths import default_state_dir
 
+    setup_logging("warning")  # what the libraries warn about, secrets redacted
     if args.timing_scale <= 0:
         raise ConfigurationError("--timing-scale must be positive")
     scale = args.timing_scale

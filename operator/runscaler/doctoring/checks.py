@@ -174,6 +174,10 @@ def state_dir_check(state_dir: Path) -> Check:
     parent = state_dir.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
+    if not parent.is_dir():
+        return Check(
+            "fail", "state dir", f"{state_dir} cannot be created: {parent} is not a directory"
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
         return Check(
             "fail",
@@ -194,5 +198,5 @@ def operator_check(state_dir: Path, fleet: str, *, held_by_us: bool = False) -> 
     return Check(
         "ok",
         "operator",
-        f"an operator of fleet {fleet} runs{who} with {state_dir}: --fix waits until it stops",
+        f"an operator of fleet {fleet} runs{who} with {state_dir}: --fix refuses while it runs",
     )

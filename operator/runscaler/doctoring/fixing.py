@@ -49,7 +49,7 @@ async def fix_leftovers(leftovers: list[Leftover], context: FixContext) -> list[
         try:
             outcomes.append(await _fix(leftover, context, swept))
         except (BackendError, GitHubError) as exc:
-            outcomes.append(Outcome(leftover, False, f"kept: {exc}"))
+            outcomes.append(Outcome(leftover, False, str(exc)))
     return outcomes
 
 
@@ -84,14 +84,14 @@ async def _unregister(leftover: Leftover, client: ScaleSetClient | None) -> tupl
     try:
         await client.remove_runner(registered.id)
     except JobStillRunningError:
-        return "kept: GitHub says it is running a job", ""
+        return "GitHub says it is running a job", ""
     return "", "unregistered on GitHub and removed"
 
 
 async def _close_session(leftover: Leftover, context: FixContext) -> Outcome:
     client = context.clients.get(leftover.scale_set_key)
     if client is None or leftover.scale_set_id is None:
-        return Outcome(leftover, False, "kept: no working credentials for its scale set")
+        return Outcome(leftover, False, "no working credentials for its scale set")
     await client.delete_session(leftover.scale_set_id, leftover.name)
     if context.state_file is not None:
         context.state_file.update(
@@ -109,15 +109,15 @@ async def _remove_volume(leftover: Leftover, backend: DockerBackend) -> Outcome:
             if exc.status == 404:
                 return Outcome(leftover, True, "already gone")
             if exc.status == 409:
-                return Outcome(leftover, False, "kept: a container still uses it")
+                return Outcome(leftover, False, "a container still uses it")
             raise
     return Outcome(leftover, True, "removed")
 
 
 def _swept(leftover: Leftover, sweep: BuildxSweep | str) -> Outcome:
     if isinstance(sweep, str):
-        return Outcome(leftover, False, f"kept: {sweep}")
+        return Outcome(leftover, False, sweep)
     names = sweep.containers if leftover.kind == "buildx builder" else sweep.volumes
     if leftover.name in names:
         return Outcome(leftover, True, "removed")
-    return Outcome(leftover, False, "kept: the sweeper found it in use")
+    return Outcome(leftover, False, "the sweeper found it in use")
