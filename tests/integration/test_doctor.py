@@ -391,3 +391,57 @@ async def test_an_unused_shared_volume_and_buildx_leftovers_are_found_and_swept(
     finally:
         docker("rm", "-f", builder, check=False)
         docker("volume", "rm", "-f", f"{builder}_state", orphan, check=False)
+
+
+async def test_manifest_warnings_and_failing_credentials_are_lines_of_their_own(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(TOKEN_ENV)
+    literal = "ghp_literal_token_in_the_manifest_0123"
+    url = setup.sim.config_url("acme")
+    setup.manifest.write_text(
+        f"""\
+apiVersion: runscaler/v1
+kind: Fleet
+metadata:
+  name: {setup.fleet}
+defaults:
+  github:
+    url: {url}
+  docker:
+    image: {setup.image}
+    pull: never
+scaleSets:
+  - name: linux
+    github:
+      auth:
+        token: env:{TOKEN_ENV}
+  - name: literal
+    github:
+      auth:
+        token: {literal}
+"""
+    )
+    result = await doctor(str(setup.manifest), "--state-dir", str(setup.state_dir), cwd=setup.tmp)
+    assert result.code == 1
+    assert result.checks("fail") == [
+        f"fail  scale set  linux ({url}): secret env:{TOKEN_ENV}: {TOKEN_ENV} is not set in the "
+        "environment; check the token or App credentials and their scopes"
+    ]
+    (warning,) = result.checks("warn")
+    assert warning.startswith(f"warn  manifest   {setup.manifest}:19:16: warning: ")
+    assert f"ok    scale set  literal ({url}): credentials ok" in result.out
+    assert literal not in result.out + result.err
+
+
+async def test_an_invalid_manifest_fails_its_line_and_the_engine_is_still_checked(
+    setup: Setup,
+) -> None:
+    setup.manifest.write_text(setup.manifest.read_text().replace("maxRunners: 3", "maxRunners: 0"))
+    result = await doctor(str(setup.manifest), "--state-dir", str(setup.state_dir), cwd=setup.tmp)
+    assert result.code == 1
+    assert result.checks("fail") == [
+        f"fail  manifest   {setup.manifest}:11:17: scaleSets[0] (linux).maxRunners: must be "
+        f">= 1, got 0 (runscaler validate {setup.manifest} shows every problem)"
+    ]
+    assert [line.split()[1] for line in result.checks("ok")] == ["python", "docker", "state"]

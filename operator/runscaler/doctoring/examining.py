@@ -129,7 +129,8 @@ class _Examination:
         try:
             self.loaded = load_manifest(path)
         except ManifestError as exc:
-            self.report.add("fail", "manifest", f"{exc}: fix it (runscaler validate {path})")
+            hint = f" (runscaler validate {path} shows every problem)" if path.exists() else ""
+            self.report.add("fail", "manifest", f"{exc}{hint}")
             return
         fleet = self.loaded.fleet
         count = len(fleet.scale_sets)
