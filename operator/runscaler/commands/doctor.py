@@ -24,7 +24,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the fleet manifest (default: $RUNSCALER_MANIFEST, else ./fleet.yaml when it exists)",
     )
     parser.add_argument(
-        "--state-dir", type=Path, default=None, help="the operator's state directory"
+        "--state-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the operator's state directory (default: $XDG_STATE_HOME/runscaler)",
     )
     parser.add_argument(
         "--fix",

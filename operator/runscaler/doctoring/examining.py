@@ -119,11 +119,12 @@ class _Examination:
         if path is None:
             path = default_manifest_path()
             if not path.exists():
+                whose = f"fleet {self.fleet}" if self.fleet else "every fleet found there"
                 self.report.add(
                     "warn",
                     "manifest",
-                    f"no manifest at {path}: checking the default engine and the leftovers "
-                    "of every fleet found there (give FILE to check a fleet completely)",
+                    f"no manifest at {path}: checking the default engine and the leftovers of "
+                    f"{whose} (give FILE to check a fleet completely)",
                 )
                 return
         try:
