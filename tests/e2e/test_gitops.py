@@ -82,6 +82,8 @@ async def test_a_pulled_commit_adds_resizes_and_removes_scale_sets_without_killi
         await eventually(lambda: e2e.session("c") is None, timeout=5, message="c's session closed")
         assert e2e.scale_set("c") is not None
         assert e2e.jobs([job])[0]["state"] == "running"
+        draining = await operator.scale_set("c")
+        assert (draining["state"], draining["busy"]) == ("draining", 1)
         await eventually(lambda: e2e.deleted("c"), timeout=30, message="c deleted on GitHub")
     finally:
         watcher.cancel()

@@ -36,17 +36,14 @@ async def listening_with_a_runner(e2e: E2E, operator: OperatorProcess) -> tuple[
     return session["id"], container
 
 
-async def unchanged(e2e: E2E, session_id: str, container: str) -> None:
-    """The fleet runs as before: same session on GitHub, same runner container."""
+async def unchanged(
+    e2e: E2E, operator: OperatorProcess, *, session_id: str, container: str
+) -> None:
+    """The fleet runs as before: same session on GitHub, same runner container, listening."""
     session = e2e.session("linux")
     assert session is not None and session["id"] == session_id
     assert [c.id for c in await running(e2e.fleet, "linux")] == [container]
-    status = await (await _operator(e2e)).scale_set("linux")
-    assert status["state"] == "listening"
-
-
-async def _operator(e2e: E2E) -> OperatorProcess:
-    return e2e.operators[-1]
+    assert (await operator.scale_set("linux"))["state"] == "listening"
 
 
 async def wait_reload(operator: OperatorProcess, *, ok: bool) -> dict[str, object]:
@@ -80,14 +77,14 @@ async def test_a_bad_manifest_is_rejected_whole_and_fixing_it_recovers(e2e: E2E)
         error = str(reload["error"])
         assert error.startswith(f"{path}:{line}:"), error
         assert metric_value(await operator.metrics(), RELOAD_OK) == 0
-        await unchanged(e2e, session_id, container)
+        await unchanged(e2e, operator, session_id=session_id, container=container)
         assert (await operator.status())["generation"] == 1
         path.write_text(good)
         reload = await wait_reload(operator, ok=True)
         assert reload["error"] is None
         assert metric_value(await operator.metrics(), RELOAD_OK) == 1
     assert "manifest rejected; the fleet keeps running on generation 1" in operator.log_text()
-    await unchanged(e2e, session_id, container)
+    await unchanged(e2e, operator, session_id=session_id, container=container)
 
 
 async def test_a_manifest_that_removes_every_scale_set_is_refused(e2e: E2E) -> None:
@@ -107,7 +104,7 @@ async def test_a_manifest_that_removes_every_scale_set_is_refused(e2e: E2E) -> N
     assert reload["error"] == (
         f"{path}: the manifest removes every scale set; refusing without --allow-empty"
     )
-    await unchanged(e2e, session_id, container)
+    await unchanged(e2e, operator, session_id=session_id, container=container)
     assert e2e.scale_set("linux") is not None
 
 
@@ -137,7 +134,7 @@ async def test_a_reload_that_renames_the_fleet_is_refused(e2e: E2E) -> None:
         f"{path}: metadata.name changed from {e2e.fleet!r} to 'another-fleet'; "
         "a running operator keeps its fleet name (restart it to rename)"
     )
-    await unchanged(e2e, session_id, container)
+    await unchanged(e2e, operator, session_id=session_id, container=container)
     assert (await operator.status())["fleet"] == e2e.fleet
 
 
