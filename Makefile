@@ -31,10 +31,14 @@ test: setup tools engine lint
 	$(BIN)/python -m pytest
 
 demo: setup tools engine
-	$(BIN)/runscaler demo
+	$(BIN)/runscaler demo $(DEMO_ARGS)
 
+# `make bench BENCH_ARGS=--quick` for the short CI variants.
 bench: setup tools engine
-	$(BIN)/python bench/plan.py
+	$(BIN)/python bench/plan.py $(BENCH_ARGS)
+	$(BIN)/python bench/scaleup.py $(BENCH_ARGS)
+	$(BIN)/python bench/reload.py $(BENCH_ARGS)
+	$(BIN)/python bench/memory.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
