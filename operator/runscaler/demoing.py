@@ -63,6 +63,7 @@ class DemoSettings:
     keep_going: bool
     token_env: str  # the demo sets it; the manifest names it as `env:`
     workdir: Path
+    image: str = RUNNER_IMAGE
     poll_wait: float = 2.0
     timing_scale: float = 0.1  # the operator's internal waits, shortened for a short show
     tick: float = 0.1
@@ -93,7 +94,7 @@ defaults:
       token: env:{token_env}
   drainTimeout: 30s
   docker:
-    image: {RUNNER_IMAGE}
+    image: {settings.image}
     pull: never
     network: host
 scaleSets:
@@ -156,7 +157,8 @@ async def play(settings: DemoSettings, *, display: Display) -> DemoOutcome:
     finally:
         for sig in stops:
             loop.remove_signal_handler(sig)
-    summary = show.summary(interrupted=bool(received))
+    # With --keep-going a signal is how the show normally ends, not an interruption.
+    summary = show.summary(interrupted=bool(received) and not settings.keep_going)
     return DemoOutcome(summary, error=error, signal=received[0] if received else None)
 
 
@@ -302,7 +304,8 @@ class Show:
         """Give up early on a fleet that cannot work, rather than at the deadline."""
         now = time.monotonic()
         for s in scale_sets:
-            why = s.last_error or "no reason given"
+            failure = s.last_failure.message if s.last_failure else None
+            why = s.last_error or failure or "no reason given"
             if s.failures_in_row >= _FAILURES_TO_GIVE_UP:
                 raise DemoFailed(f"runners of {s.name} keep failing: {why}")
             if s.state != "degraded":

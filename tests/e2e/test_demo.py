@@ -34,8 +34,10 @@ def demo_command(*args: str) -> list[str]:
 
 
 def demo_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """TMPDIR and the state directory (where a failed demo keeps its log) under `tmp`'s parent."""
     tmp.mkdir(exist_ok=True)
-    return {**os.environ, "TMPDIR": str(tmp), "COLUMNS": "200", **extra}
+    state = tmp.parent / "state"
+    return {**os.environ, "TMPDIR": str(tmp), "XDG_STATE_HOME": str(state), **extra}
 
 
 def fleet_containers(fleet: str) -> list[str]:
@@ -143,6 +145,36 @@ def test_ctrl_c_ends_the_demo_with_130_and_removes_its_busy_runners(
     assert process.stderr.read().splitlines()[-1] == "runscaler: interrupted"
     assert "demo interrupted: what ran so far\n" in demo.stdout
     assert "  jobs run:        0, 3 not finished\n" in demo.stdout
+    assert fleet_containers(fleet[1]) == []
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_demo_whose_runners_cannot_start_fails_in_one_line_and_keeps_its_log(
+    runner_image: str, tmp_path: Path
+) -> None:
+    image = f"runscaler-test/no-such-image:{os.getpid()}"
+    done = subprocess.run(
+        demo_command("--jobs", "2", "--image", image),
+        capture_output=True,
+        text=True,
+        env=demo_env(tmp_path / "tmp"),
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    kept = re.fullmatch(
+        rf"runscaler: runners of linux keep failing: image {re.escape(image)} is not on Docker"
+        r" at \S+ and docker.pull is never: .* \(the demo's log: (\S+)\)",
+        line,
+    )
+    assert kept, line
+    log = Path(kept[1])
+    assert log.parent == tmp_path / "state" / "runscaler"
+    assert "could not start runner linux-" in log.read_text()
+    fleet = FLEET_LINE.search(done.stdout)
+    assert fleet
+    assert "demo summary" not in done.stdout
     assert fleet_containers(fleet[1]) == []
     assert list((tmp_path / "tmp").iterdir()) == []
 

@@ -10,6 +10,7 @@ port to pick. Its `/status` is still served on a free loopback port for `runscal
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import secrets
 import shutil
@@ -17,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TextIO, cast
 
 from runscaler.errors import EXIT_INTERRUPTED, EXIT_OK, UserError
 
@@ -70,6 +70,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="enqueue a new burst each time the fleet settles, until Ctrl-C (then exit 0)",
     )
+    # Another runner image (it must speak to the simulator like the stand-in): for tests.
+    parser.add_argument("--image", default=None, help=argparse.SUPPRESS)
 
 
 def check_engine(docker: str = "docker") -> None:
@@ -108,16 +110,14 @@ def main(args: argparse.Namespace) -> int:
     from runscaler.demoing import DemoSettings, play
     from runscaler.logs import secrets as redacted
     from runscaler.logs import setup_logging
-    from runscaler.simulator.runner import build_runner_image
+    from runscaler.simulator.runner import RUNNER_IMAGE, build_runner_image
 
     check_engine()
-    build_runner_image()
-    console = Console(file=sys.stdout, highlight=False)
-    display = ProgressDisplay(console, stream=sys.stdout)
-    setup_logging("warning", stream=cast(TextIO, _CurrentStderr()))
+    if args.image is None:
+        build_runner_image()
+    display = ProgressDisplay(Console(file=sys.stdout, highlight=False), stream=sys.stdout)
     token = f"demo_{secrets.token_hex(16)}"
     redacted.add(token)
-    os.environ[TOKEN_ENV] = token
     workdir = Path(tempfile.mkdtemp(prefix="runscaler-demo-"))
     settings = DemoSettings(
         jobs=args.jobs,
@@ -126,29 +126,45 @@ def main(args: argparse.Namespace) -> int:
         keep_going=args.keep_going,
         token_env=TOKEN_ENV,
         workdir=workdir,
+        image=args.image or RUNNER_IMAGE,
     )
+    log_path = workdir / "demo.log"
+    os.environ[TOKEN_ENV] = token
     try:
-        outcome = asyncio.run(play(settings, display=display))
+        # The operator's log would draw over the live view: it goes to a file, kept on failure.
+        with log_path.open("w") as log:
+            setup_logging("info", stream=log)
+            try:
+                outcome = asyncio.run(play(settings, display=display))
+            except Exception:
+                # A bug: the CLI writes the crash log; keep the operator's side of it too.
+                print(f"runscaler: demo failed{_kept(log_path)}", file=sys.stderr)
+                raise
+            finally:
+                setup_logging("warning")  # back to stderr before the file closes
+                display.close()
+        if outcome.error is not None:
+            raise UserError(f"{outcome.error}{_kept(log_path)}")
     finally:
-        display.close()
         os.environ.pop(TOKEN_ENV, None)
         shutil.rmtree(workdir, ignore_errors=True)
     for line in summary_lines(outcome.summary):
         print(line, flush=True)
-    if outcome.error is not None:
-        raise outcome.error
     if outcome.signal is not None and not args.keep_going:
         print("runscaler: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK
 
 
-class _CurrentStderr:
-    """Logs go to whatever `sys.stderr` is at the time, so rich's live view can show them
-    above the table instead of drawing over it."""
+def _kept(log: Path) -> str:
+    """Copy the demo's log into the state directory; ` (log: PATH)` to add to the error."""
+    from runscaler.paths import default_state_dir
 
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    kept = default_state_dir() / f"demo-{stamp}.log"
+    try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, kept)
+    except OSError:
+        return ""
+    return f" (the demo's log: {kept})"
