@@ -64,13 +64,22 @@ def test_a_plain_line_shows_the_time_and_every_count() -> None:
     )
 
 
-def test_without_a_terminal_a_line_is_printed_only_when_a_count_changes() -> None:
+def test_without_a_terminal_a_line_is_printed_when_a_count_changes_or_every_5_s() -> None:
     out = io.StringIO()
     display = ProgressDisplay(Console(file=out), stream=out)
-    for elapsed, busy in ((1.0, 2), (1.1, 2), (1.2, 3), (1.3, 3)):
+    for elapsed, busy in ((1.0, 2), (1.1, 2), (1.2, 3), (6.1, 3), (6.3, 3), (11.0, 3), (11.5, 3)):
         display.update(progress(elapsed, busy=busy))
-    assert [line.split("|")[1] for line in out.getvalue().splitlines()] == [
+    lines = out.getvalue().splitlines()
+    assert [line.split("|")[0].strip() for line in lines] == [
+        "1.0s  running jobs",
+        "1.2s  running jobs",
+        "6.3s  running jobs",
+        "11.5s  running jobs",
+    ]
+    assert [line.split("|")[1] for line in lines] == [
         " linux: 2 busy, 0 idle, 1 starting ",
+        " linux: 3 busy, 0 idle, 1 starting ",
+        " linux: 3 busy, 0 idle, 1 starting ",
         " linux: 3 busy, 0 idle, 1 starting ",
     ]
 

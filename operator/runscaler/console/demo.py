@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from rich.live import Live
 
 
-# The live view redraws at once when a count changes, else this often (for the clock).
+# The live view redraws at once when a count changes, else this often (for the clock); a
+# plain line is printed when a count changes, else this often (to show the demo is alive).
 LIVE_INTERVAL = 0.5
+LINE_INTERVAL = 5.0
 
 
 @dataclass(frozen=True)
@@ -154,13 +156,13 @@ class ProgressDisplay:
     def update(self, progress: DemoProgress) -> None:
         counts = plain_counts(progress)
         changed, self._last_line = counts != self._last_line, counts
-        if not self.live:
-            if changed:
-                print(plain_line(progress), file=self._stream, flush=True)
-            return
-        if not changed and progress.elapsed - self._drawn_at < LIVE_INTERVAL:
+        due = progress.elapsed - self._drawn_at >= (LIVE_INTERVAL if self.live else LINE_INTERVAL)
+        if not (changed or due):
             return
         self._drawn_at = progress.elapsed
+        if not self.live:
+            print(plain_line(progress), file=self._stream, flush=True)
+            return
         if self._live is None:
             from rich.live import Live
 
