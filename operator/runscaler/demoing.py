@@ -163,6 +163,8 @@ async def play(settings: DemoSettings, *, display: Display) -> DemoOutcome:
 
 
 class Show:
+    """One demo: what it started (in an exit stack, undone by `close()`) and what it saw."""
+
     def __init__(self, settings: DemoSettings, display: Display) -> None:
         self.settings = settings
         self.display = display
