@@ -23,7 +23,7 @@ from runscaler.errors import EXIT_INTERRUPTED, EXIT_OK, UserError
 
 HELP = "watch a demo fleet scale up and down: the simulator, the operator and Docker, live"
 EXAMPLES = """\
-  runscaler demo                         # about 40 s: 20 jobs on two scale sets
+  runscaler demo                         # about 35 s: 20 jobs on two scale sets
   runscaler demo --jobs 40 --max-runners 8
   runscaler demo --keep-going            # a new burst whenever the fleet settles; Ctrl-C ends it"""
 
@@ -49,7 +49,11 @@ def _seconds(text: str) -> float:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--jobs", type=_positive_int, default=20, help="jobs in each burst (default 20)"
+        "--jobs",
+        type=_positive_int,
+        default=20,
+        metavar="N",
+        help="jobs in each burst (default 20)",
     )
     parser.add_argument(
         "--duration",
