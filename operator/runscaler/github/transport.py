@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -77,17 +78,39 @@ class Response:
             ) from exc
 
 
-def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext | bool:
-    """The default trust store, plus the CAs in `ca_bundle` when given."""
-    if ca_bundle is None:
-        return True
-    context = ssl.create_default_context()
+def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """The default trust store (certifi, as httpx's own; or `SSL_CERT_FILE`/`SSL_CERT_DIR`),
+    plus the CAs in `ca_bundle` when given. Shared by every client that asks for the same
+    thing: loading a trust store costs about a MiB, and a fleet has a client per scale set."""
     try:
+        stamp = ca_bundle.stat().st_mtime_ns if ca_bundle is not None else None
+    except OSError:
+        stamp = None
+    key = (
+        str(ca_bundle) if ca_bundle else None,
+        stamp,
+        os.environ.get("SSL_CERT_FILE"),
+        os.environ.get("SSL_CERT_DIR"),
+    )
+    context = _CONTEXTS.get(key)
+    if context is None:
+        context = _CONTEXTS[key] = _new_ssl_context(ca_bundle)
+    return context
+
+
+_CONTEXTS: dict[tuple[str | None, int | None, str | None, str | None], ssl.SSLContext] = {}
+
+
+def _new_ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    cert_file, cert_dir = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    if cert_file or cert_dir:
+        context = ssl.create_default_context(cafile=cert_file, capath=cert_dir)
+    else:
         import certifi  # httpx's own default trust store
 
-        context.load_verify_locations(cafile=certifi.where())
-    except (ImportError, OSError):
-        pass
+        context = ssl.create_default_context(cafile=certifi.where())
+    if ca_bundle is None:
+        return context
     try:
         context.load_verify_locations(cafile=str(ca_bundle))
     except (OSError, ssl.SSLError) as exc:
