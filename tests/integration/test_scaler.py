@@ -144,7 +144,9 @@ async def test_an_image_that_fails_at_once_backs_off_and_shows_exit_code_and_log
     # Backoff between failures (0.1 s, 0.2 s, 0.4 s scaled, jittered down to 80 %): a tight
     # loop would fail four times in a fraction of that.
     assert elapsed >= 0.8 * (0.1 + 0.2 + 0.4)
-    assert runtime.snapshot().failures_in_row >= 4
+    snapshot = runtime.snapshot()
+    assert snapshot.failures_in_row >= 4
+    assert snapshot.last_error is not None and "exited with code 3" in snapshot.last_error
 
 
 async def test_lowering_max_removes_only_idle_runners(runtimes: Runtimes) -> None:

@@ -393,6 +393,17 @@ class ScaleSetRuntime:
             return "degraded"
         return self.listener.state
 
+    def _last_error(self) -> str | None:
+        """What is wrong now: the backend, GitHub, or runners failing in a row."""
+        if self.scaler.degraded is not None:
+            return self.scaler.degraded
+        if self.listener.last_error is not None:
+            return self.listener.last_error
+        failure = self.scaler.last_failure
+        if failure is not None and self.scaler.failures_in_row > 0:
+            return f"{failure.message} ({self.scaler.failures_in_row} in a row)"
+        return None
+
     def snapshot(self) -> ScaleSetStatus:
         stats = self.listener.statistics
         scope = parse_config_url(self.scale_set.github.url)
@@ -414,7 +425,7 @@ class ScaleSetRuntime:
             organization=scope.organization,
             repository=scope.repository,
             enterprise=scope.enterprise,
-            last_error=self.scaler.degraded or self.listener.last_error,
+            last_error=self._last_error(),
             last_failure=None
             if failure is None
             else FailureStatus(
