@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -108,6 +109,18 @@ class Processes:
     def close(self) -> None:
         for process, _ in list(self._running):
             self.stop(process)
+
+
+def run_benchmark(name: str, body: Callable[[Path, Processes], None]) -> int:
+    """Run `body(work dir, processes)` in a temp dir it removes; a `BenchError` is one line."""
+    with tempfile.TemporaryDirectory(prefix="runscaler-bench-") as tmp:
+        try:
+            with Processes(Path(tmp) / "logs") as processes:
+                body(Path(tmp), processes)
+        except BenchError as exc:
+            print(f"{name}: failed: {exc}", file=sys.stderr)
+            return 1
+    return 0
 
 
 def log_tail(log: Path, lines: int = 20) -> str:

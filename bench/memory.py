@@ -17,7 +17,6 @@ import os
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from benchkit import (
     BenchError,
     Processes,
     manifest,
+    run_benchmark,
     runscaler_command,
     sim_state,
     start_operator,
@@ -95,14 +95,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.scale_sets = 20
-    with tempfile.TemporaryDirectory(prefix="runscaler-bench-") as tmp:
-        try:
-            with Processes(Path(tmp) / "logs") as processes:
-                run(args, Path(tmp), processes)
-        except BenchError as exc:
-            print(f"memory: failed: {exc}", file=sys.stderr)
-            return 1
-    return 0
+    return run_benchmark("memory", lambda work, processes: run(args, work, processes))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
@@ -33,6 +32,7 @@ from benchkit import (
     Processes,
     manifest,
     percentile,
+    run_benchmark,
     start_operator,
     start_simulator,
     wait_for,
@@ -152,14 +152,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.runs = 3
-    with tempfile.TemporaryDirectory(prefix="runscaler-bench-") as tmp:
-        try:
-            with Processes(Path(tmp) / "logs") as processes:
-                run(args, Path(tmp), processes)
-        except BenchError as exc:
-            print(f"reload: failed: {exc}", file=sys.stderr)
-            return 1
-    return 0
+    return run_benchmark("reload", lambda work, processes: run(args, work, processes))
 
 
 if __name__ == "__main__":
