@@ -21,9 +21,6 @@ class RunnerState(enum.Enum):
     FINISHED = "finished"  # its job completed; waiting for the process to exit
 
 
-CAPACITY_STATES = (RunnerState.STARTING, RunnerState.IDLE, RunnerState.BUSY)
-
-
 @dataclass
 class RunnerRecord:
     """One runner this scaler owns. Exactly one record per runner."""

@@ -40,7 +40,6 @@ from runscaler.backends.base import (
 )
 from runscaler.engine.listener import Backoff
 from runscaler.engine.runners import (
-    CAPACITY_STATES,
     RunnerRecord,
     RunnerState,
     new_runner_name,
@@ -499,9 +498,6 @@ class Scaler:
         self._wake.set()
 
     # -- drain and shutdown ----------------------------------------------------------------
-
-    def capacity(self) -> int:
-        return sum(1 for r in self.runners.values() if r.state in CAPACITY_STATES)
 
     async def remove_idle_runners(self) -> None:
         """Stop starting runners and remove the idle ones (unregistering first)."""
