@@ -59,6 +59,9 @@ class OwnedRunner:
     running: bool
     exit_code: int | None = None
     created_at: float | None = None  # epoch seconds
+    node: str | None = None  # where it runs, for backends that place runners (Swarm)
+    # The backend lost sight of it (its node is down): not capacity, whatever `running` says.
+    lost: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,10 @@ class RunnerExit:
     name: str
     exit_code: int
     at: float  # epoch seconds
+    # The runner did not end but is out of reach for good (its node failed): the scaler
+    # treats it as gone and removes its registration; the backend removes it when it can.
+    lost: bool = False
+    detail: str | None = None  # the backend's own words, for logs and status
 
 
 class ExitStream(Protocol):
@@ -93,7 +100,12 @@ class Backend(Protocol):
         ...
 
     async def start(self, spec: RunnerSpec) -> None:
-        """Create and start the runner; return once it is running."""
+        """Create and start the runner; return once it is running.
+
+        Cancellation-safe: cancelled before the runner could have started, it removes what it
+        created; once the runner may have started, a cancellation leaves it in place (it is a
+        live runner that may hold a job: the caller tracks it or the next start adopts it).
+        Raises only `BackendError` subclasses, the cause chained."""
         ...
 
     async def remove(self, name: str) -> None:
