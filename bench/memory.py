@@ -1,13 +1,15 @@
-"""Benchmark: the operator's resident memory with 100 scale sets listening.
+"""Benchmark: the operator's resident memory with 100 and 500 scale sets listening.
 
 A real `runscaler run` process with N scale sets (no warm runners, so no containers) against a
 `runscaler simulator` process; once every scale set's message session is open, its RSS
 (`VmRSS` in /proc/PID/status) is sampled for a few seconds and the highest sample kept. The
-baseline is a bare `runscaler version`'s peak RSS, measured in the same run.
+baseline is a bare `runscaler version`'s peak RSS, measured in the same run. Measured at two
+sizes, so the growth per scale set shows.
 
-    python bench/memory.py [--scale-sets 100] [--quick]
+    python bench/memory.py [--scale-sets 100 500] [--quick]
 
-The last line is `memory: M MiB RSS (ratio R vs runscaler version)`.
+The last lines are `memory: M MiB RSS at N scale sets (ratio R vs runscaler version)` per size
+and `memory per scale set: K KiB`.
 """
 
 from __future__ import annotations
@@ -58,19 +60,24 @@ def sessions_open(sim: str, count: int) -> bool:
     return len(sim_state(sim)["sessions"]) >= count
 
 
-def run(args: argparse.Namespace, work: Path, processes: Processes) -> None:
-    sim = start_simulator(processes)
+def measure(work: Path, processes: Processes, sim: str, count: int) -> float:
+    """The operator's RSS in MiB with `count` scale sets listening (the highest sample)."""
     fleet = f"bench-{secrets.token_hex(4)}"
-    scale_sets = [{"name": f"pool-{i:03d}", "maxRunners": 5} for i in range(args.scale_sets)]
-    path = work / "fleet.yaml"
+    scale_sets = [{"name": f"pool-{i:03d}", "maxRunners": 5} for i in range(count)]
+    path = work / f"fleet-{count}.yaml"
     path.write_text(manifest(fleet, url=sim, scale_sets=scale_sets))
+    before = len(sim_state(sim)["sessions"])
     operator, _ = start_operator(
-        processes, path, state_dir=work / "state", token=secrets.token_hex(16)
+        processes,
+        path,
+        state_dir=work / f"state-{count}",
+        token=secrets.token_hex(16),
+        name=f"operator-{count}",
     )
     wait_for(
-        lambda: sessions_open(sim, args.scale_sets),
-        timeout=120,
-        what=f"{args.scale_sets} sessions",
+        lambda: sessions_open(sim, before + count),
+        timeout=300,
+        what=f"{count} sessions",
         interval=0.2,
     )
     samples = []
@@ -79,22 +86,35 @@ def run(args: argparse.Namespace, work: Path, processes: Processes) -> None:
         samples.append(rss_kib(operator.pid))
         time.sleep(0.2)
     peak = rss_kib(operator.pid, "VmHWM")
-    baseline = min(version_rss_kib() for _ in range(3))
-    operator_mib, baseline_mib = max(samples) / 1024, baseline / 1024
-    print(f"scale sets listening: {args.scale_sets}")
-    print(f"operator peak (VmHWM): {peak / 1024:.0f} MiB")
+    processes.stop(operator, timeout=120)
+    print(f"{count} scale sets: {max(samples) / 1024:.0f} MiB RSS, peak {peak / 1024:.0f} MiB")
+    return max(samples) / 1024
+
+
+def run(args: argparse.Namespace, work: Path, processes: Processes) -> None:
+    sim = start_simulator(processes)
+    sizes = sorted(args.scale_sets)
+    figures = [measure(work, processes, sim, count) for count in sizes]
+    baseline_mib = min(version_rss_kib() for _ in range(3)) / 1024
     print(f"runscaler version: {baseline_mib:.0f} MiB RSS")
-    ratio = operator_mib / baseline_mib
-    print(f"memory: {operator_mib:.0f} MiB RSS (ratio {ratio:.1f} vs runscaler version)")
+    for count, mib in zip(sizes, figures, strict=True):
+        ratio = mib / baseline_mib
+        print(f"memory: {mib:.0f} MiB RSS at {count} scale sets", end=" ")
+        print(f"(ratio {ratio:.1f} vs runscaler version)")
+    if len(sizes) > 1:
+        per = (figures[-1] - figures[0]) * 1024 / (sizes[-1] - sizes[0])
+        print(f"memory per scale set: {per:.0f} KiB")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale-sets", type=int, default=100, help="scale sets listening")
-    parser.add_argument("--quick", action="store_true", help="20 scale sets (CI smoke)")
+    parser.add_argument(
+        "--scale-sets", type=int, nargs="+", default=[100, 500], help="sizes to measure"
+    )
+    parser.add_argument("--quick", action="store_true", help="20 and 50 scale sets (CI smoke)")
     args = parser.parse_args()
     if args.quick:
-        args.scale_sets = 20
+        args.scale_sets = [20, 50]
     return run_benchmark("memory", lambda work, processes: run(args, work, processes))
 
 
