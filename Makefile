@@ -35,10 +35,7 @@ demo: setup tools engine
 
 # `make bench BENCH_ARGS=--quick` for the short CI variants.
 bench: setup tools engine
-	$(BIN)/python bench/plan.py $(BENCH_ARGS)
-	$(BIN)/python bench/scaleup.py $(BENCH_ARGS)
-	$(BIN)/python bench/reload.py $(BENCH_ARGS)
-	$(BIN)/python bench/memory.py $(BENCH_ARGS)
+	$(BIN)/python bench/table.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace, work: Path, processes: Processes) -> None:
         print(f"(ratio {ratio:.1f} vs runscaler version)")
     if len(sizes) > 1:
         per = (figures[-1] - figures[0]) * 1024 / (sizes[-1] - sizes[0])
-        print(f"memory per scale set: {per:.0f} KiB")
+        print(f"memory per scale set: {per:.0f} KiB (growth from {sizes[0]} to {sizes[-1]})")
 
 
 def main() -> int:

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace, work: Path, processes: Processes) -> None:
         for name in ("warm", "cold"):
             wait_for(lambda n=name: session_open(sim, n), timeout=30, what=f"{name}'s session")
         warm_id = _scale_set_id(sim, "warm")
-        jit = JitConfigs(sim, token)
+        jit = JitConfigs(sim, token, "baseline")
         warm: list[float] = []
         cold: list[float] = []
         engine: list[float] = []

@@ -1,16 +1,17 @@
 """Benchmark: from N jobs enqueued to N runner containers running, against `docker run -d` x N.
 
-The operator is a real `runscaler run` process (start concurrency N, maxRunners N) against a
-`runscaler simulator` process; the jobs run long enough that all N runners are up at once. The
+The operator is a real `runscaler run` process at its default settings (maxRunners N; pass
+`--start-concurrency C` to measure a cap) against a `runscaler simulator` process; the jobs run
+long enough that all N runners are up at once. The
 baseline starts the same image with the same flags (host network, the runner's environment
 with a real JIT config, our labels) from the Docker CLI, N `docker run -d` in parallel. Both
 sides are observed the same way: the engine's own `start` events for the side's label, so
 "running" is the engine's word and its clock. Rounds interleave (operator first, then baseline
 first) and the medians are compared, in the same run, on the same engine.
 
-    python bench/scaleup.py [--runners 30] [--rounds 3] [--quick]
+    python bench/scaleup.py [--runners 20 100] [--rounds 3] [--start-concurrency C] [--quick]
 
-The last line is `scaleup: T s (ratio R vs docker run -d xN)` (testing.md, Benchmarks).
+The last line per N is `scaleup (N=20): T s (ratio R vs docker run -d x20)`.
 """
 
 from __future__ import annotations
@@ -99,13 +100,14 @@ class StartEvents:
 
 
 def measure_operator(sim: str, fleet: str, n: int) -> float:
+    scale_set = f"{SCALE_SET}-{n}"
     t0 = time.time_ns()
     events = StartEvents(f"{LABEL_FLEET}={fleet}", since_ns=t0)
     try:
         t0 = time.time_ns()
         posted = httpx.post(
             f"{sim}/_sim/jobs",
-            json={"labels": [SCALE_SET], "count": n, "duration": JOB_SECONDS},
+            json={"labels": [scale_set], "count": n, "duration": JOB_SECONDS},
             timeout=10,
         )
         posted.raise_for_status()
@@ -124,9 +126,10 @@ def measure_operator(sim: str, fleet: str, n: int) -> float:
 class JitConfigs:
     """Real JIT configs from the simulator, for a scale set the operator does not know."""
 
-    def __init__(self, sim: str, token: str) -> None:
+    def __init__(self, sim: str, token: str, name: str) -> None:
         self.sim = sim
         self.token = token
+        self.name = name
         self.scale_set_id = asyncio.run(self._create())
 
     def _client(self) -> ScaleSetClient:
@@ -136,7 +139,7 @@ class JitConfigs:
     async def _create(self) -> int:
         async with self._client() as client:
             made = await client.create_scale_set(
-                RunnerScaleSet(name="baseline", runner_group_id=1, labels=("baseline",))
+                RunnerScaleSet(name=self.name, runner_group_id=1, labels=(self.name,))
             )
             return made.id
 
@@ -194,21 +197,30 @@ def measure_baseline(fleet: str, n: int, jit: JitConfigs, round_no: int) -> floa
     return (end - t0) / 1e9
 
 
-def run_rounds(args: argparse.Namespace, work: Path, processes: Processes, fleet: str) -> None:
-    n = args.runners
+def run_rounds(
+    args: argparse.Namespace, work: Path, processes: Processes, sim: str, fleet: str, n: int
+) -> None:
     token = f"bench_{secrets.token_hex(16)}"
-    sim = start_simulator(processes)
-    path = work / "fleet.yaml"
-    path.write_text(manifest(fleet, url=sim, scale_sets=[{"name": SCALE_SET, "maxRunners": n}]))
-    start_operator(
+    path = work / f"fleet-{n}.yaml"
+    specs = [{"name": f"{SCALE_SET}-{n}", "maxRunners": n}]
+    path.write_text(manifest(fleet, url=sim, scale_sets=specs))
+    flags = (
+        []
+        if args.start_concurrency is None
+        else ["--start-concurrency", str(args.start_concurrency)]
+    )
+    operator, _ = start_operator(
         processes,
         path,
-        state_dir=work / "state",
+        state_dir=work / f"state-{n}",
         token=token,
-        args=["--start-concurrency", str(n)],
+        args=flags,
+        name=f"operator-{n}",
     )
-    wait_for(lambda: session_open(sim, SCALE_SET), timeout=30, what="the operator's session")
-    jit = JitConfigs(sim, token)
+    wait_for(
+        lambda: session_open(sim, f"{SCALE_SET}-{n}"), timeout=30, what="the operator's session"
+    )
+    jit = JitConfigs(sim, token, f"baseline-{n}")
     ours: list[float] = []
     theirs: list[float] = []
     for round_no in range(args.rounds):
@@ -219,33 +231,45 @@ def run_rounds(args: argparse.Namespace, work: Path, processes: Processes, fleet
             else:
                 theirs.append(measure_baseline(f"{fleet}-base", n, jit, round_no))
             seconds = (ours if side == "operator" else theirs)[-1]
-            print(f"round {round_no + 1}: {side:<8} {seconds:.2f} s", flush=True)
-    operator, baseline = statistics.median(ours), statistics.median(theirs)
+            print(f"N={n} round {round_no + 1}: {side:<8} {seconds:.2f} s", flush=True)
+    processes.stop(operator, timeout=120)
+    operator_s, baseline = statistics.median(ours), statistics.median(theirs)
     print(f"docker run -d x{n}: {baseline:.2f} s (median of {args.rounds})")
-    print(f"scaleup: {operator:.2f} s (ratio {operator / baseline:.2f} vs docker run -d x{n})")
+    print(
+        f"scaleup (N={n}): {operator_s:.2f} s "
+        f"(ratio {operator_s / baseline:.2f} vs docker run -d x{n})"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runners", type=int, default=30, help="N: runners to start")
+    parser.add_argument(
+        "--runners", type=int, nargs="+", default=[20, 100], help="N: runners to start"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument(
+        "--start-concurrency", type=int, default=None, help="pass this cap to the operator"
+    )
     parser.add_argument("--quick", action="store_true", help="8 runners, 1 round (CI smoke)")
     args = parser.parse_args()
     if args.quick:
-        args.runners, args.rounds = 8, 1
+        args.runners, args.rounds = [8], 1
     build_runner_image()
     fleet = f"bench-{secrets.token_hex(4)}"
     with tempfile.TemporaryDirectory(prefix="runscaler-bench-") as tmp:
         work = Path(tmp)
         try:
             with Processes(work / "logs") as processes:
-                run_rounds(args, work, processes, fleet)
+                sim = start_simulator(processes)
+                for n in args.runners:
+                    run_rounds(args, work, processes, sim, f"{fleet}-{n}", n)
         except BenchError as exc:
             print(f"scaleup: failed: {exc}", file=sys.stderr)
             return 1
         finally:
-            remove_fleet(fleet)
-            remove_fleet(f"{fleet}-base")
+            for n in args.runners:
+                remove_fleet(f"{fleet}-{n}")
+                remove_fleet(f"{fleet}-{n}-base")
     return 0
 
 
