@@ -70,7 +70,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="verify GitHub App JWTs against this public key (default: accept any RS256 JWT)",
     )
     parser.add_argument(
-        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="least severe log lines shown (default: %(default)s)",
     )
 
 
