@@ -246,11 +246,12 @@ def install(args: argparse.Namespace, target: Target) -> int:
             print(f"note: {spec.manifest} does not exist yet", file=sys.stderr)
         return EXIT_OK
     load_manifest(spec.manifest)  # a service that cannot start is better refused here
-    _ensure_env_file(spec.env_file)
-    _make_dir(spec.state_dir, "--state-dir")
+    hint = "" if target.user else ": run it with sudo, or add --user"
+    _ensure_env_file(spec.env_file, hint=hint)
+    _make_dir(spec.state_dir, "--state-dir", hint=hint)
     if spec.log_file is not None:
-        _make_dir(spec.log_file.parent, "the log directory")
-    _make_dir(unit_path.parent, "--unit-dir")
+        _make_dir(spec.log_file.parent, "the log directory", hint=hint)
+    _make_dir(unit_path.parent, "--unit-dir", hint=hint)
     try:
         unit_path.write_text(text)
     except OSError as exc:
@@ -320,7 +321,7 @@ def logs(target: Target, *, follow: bool, lines: int) -> int:
     return _passthrough(argv)
 
 
-def _ensure_env_file(path: Path) -> None:
+def _ensure_env_file(path: Path, *, hint: str = "") -> None:
     """Create the env file mode 0600; refuse one that others can read."""
     if path.exists():
         mode = stat.S_IMODE(path.stat().st_mode)
@@ -330,21 +331,28 @@ def _ensure_env_file(path: Path) -> None:
                 f"chmod 600 {path}"
             )
         return
-    _make_dir(path.parent, "--env-file's directory")
+    _make_dir(path.parent, "--env-file's directory", hint=hint)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
-        raise UserError(f"{path}: cannot create it: {exc.strerror}") from None
+        raise UserError(
+            f"{path}: cannot create it: {exc.strerror}{_if_denied(exc, hint)}"
+        ) from None
     with os.fdopen(fd, "w") as file:
         file.write(ENV_FILE_TEMPLATE)
     print(f"created {path} (mode 0600): put the manifest's tokens there", file=sys.stderr)
 
 
-def _make_dir(path: Path, what: str) -> None:
+def _make_dir(path: Path, what: str, *, hint: str = "") -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"{what} {path}: cannot create it: {exc.strerror}") from None
+        why = f"{exc.strerror}{_if_denied(exc, hint)}"
+        raise UserError(f"{what} {path}: cannot create it: {why}") from None
+
+
+def _if_denied(exc: OSError, hint: str) -> str:
+    return hint if isinstance(exc, PermissionError) else ""
 
 
 def _permission(path: Path, exc: OSError, target: Target) -> UserError:
