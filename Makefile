@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup engine tools lint typecheck unit test demo bench clean
+.PHONY: setup engine tools demo-tools lint typecheck unit test demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,13 @@ setup: $(STAMP)
 engine:
 	scripts/ensure-docker
 
+# The test tools include packages that ship system services (docker-registry, prometheus);
+# the demo needs only the static busybox its runner image is built from.
 tools:
-	scripts/ensure-tools
+	scripts/ensure-tools test
+
+demo-tools:
+	scripts/ensure-tools demo
 
 lint: setup
 	$(BIN)/ruff check operator tests bench scripts
@@ -30,7 +35,7 @@ lint: setup
 test: setup tools engine lint
 	$(BIN)/python -m pytest
 
-demo: setup tools engine
+demo: setup demo-tools engine
 	$(BIN)/runscaler demo $(DEMO_ARGS)
 
 # `make bench BENCH_ARGS=--quick` for the short CI variants.

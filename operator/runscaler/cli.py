@@ -34,12 +34,14 @@ COMMANDS = (
     "validate",
     "plan",
     "status",
+    "service",
     "init",
     "doctor",
     "demo",
     "simulator",
     "schema",
     "convert",
+    "completion",
     "version",
 )
 

@@ -56,6 +56,15 @@ def fleet_name_from(stem: str) -> str:
     return name or "fleet"
 
 
+def fleet_name_of(config: Mapping[str, Any], *, stem: str) -> tuple[str, bool]:
+    """The fleet's name from the config's top-level `name` (the scale set's, in the single
+    form), else from the file's name; and whether it came from the file."""
+    name = config.get("name")
+    if isinstance(name, str) and fleet_name_from(name) != "fleet":
+        return fleet_name_from(name), False
+    return fleet_name_from(stem), True
+
+
 def check_fleet_name(name: str) -> str:
     if not re.fullmatch(FLEET_NAME_PATTERN, name):
         raise ConversionError(
@@ -92,9 +101,7 @@ class _Converter:
         else:
             if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
                 raise self.fail("scaleset", "must be [[scaleset]] tables")
-            if "name" in top:
-                self.warn("name", "ignored: the top level is defaults when [[scaleset]] exist")
-                del top["name"]
+            top.pop("name", None)  # the fleet's name (metadata.name), not a default
             defaults = self._level(top, where="top level", backend=_backend(top, {}))
             scale_sets = [
                 self._scale_set(table, where=f"scaleset[{i}]", inherited=top)

@@ -54,6 +54,8 @@ class Display(Protocol):
 
     def update(self, progress: DemoProgress) -> None: ...
 
+    def hang_up(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class DemoSettings:
@@ -77,7 +79,7 @@ class DemoSettings:
 class DemoOutcome:
     summary: DemoSummary
     error: UserError | None = None
-    signal: int | None = None  # SIGINT or SIGTERM when one ended the show
+    signal: int | None = None  # SIGINT, SIGTERM or SIGHUP when one ended the show
 
 
 def demo_manifest(*, fleet: str, github_url: str, token_env: str, settings: DemoSettings) -> str:
@@ -135,12 +137,16 @@ async def play(settings: DemoSettings, *, display: Display) -> DemoOutcome:
     received: list[int] = []
 
     def on_signal(sig: int) -> None:
-        if not received:
-            display.say("stopping: removing the demo's runners and the simulator…")
+        first = not received
         received.append(sig)
         task.cancel()
+        if sig == signal.SIGHUP:
+            display.hang_up()  # the terminal closed: clean up without a word
+        elif first:
+            display.say("stopping: removing the demo's runners and the simulator…")
 
-    stops = (signal.SIGINT, signal.SIGTERM)
+    # SIGHUP too: closing the demo's terminal must not leave its runners behind.
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     for sig in stops:
         loop.add_signal_handler(sig, on_signal, sig)
     error: UserError | None = None
@@ -217,6 +223,10 @@ class Show:
             f"(0 to {s.big_runners}), on the GitHub simulator at {sim.url}"
         )
         self.display.say(f"watch it from another shell: runscaler status --server {status_url}")
+        self.display.say(
+            f"it cleans up after itself; if it is killed (kill -9): runscaler doctor --fix "
+            f"--fleet {self.fleet}"
+        )
         await operator.start()
         await self._until(self._warm, within=_WARM_TIMEOUT)
         while True:

@@ -42,6 +42,7 @@ SCALE_SET_LABELS = ("name", "organization", "repository", "enterprise")
 JOB_LABELS = (*SCALE_SET_LABELS, "job_name", "event_name")
 COMPLETED_JOB_LABELS = (*JOB_LABELS, "job_result")
 RUNNER_STATES = ("starting", "idle", "busy", "draining")
+SCALE_SET_STATES = ("starting", "listening", "standby", "draining", "suspended", "degraded")
 RELOAD_RESULTS = ("success", "failure")
 FAILURE_REASONS = ("start_failed", "exited_early", "crash_loop", "drain_timeout")
 
@@ -176,6 +177,7 @@ class Metrics:
         status = self._status()
         yield from _scale_set_gauges(status.scale_sets)
         yield _runner_states(status.scale_sets)
+        yield _scale_set_states(status.scale_sets)
         yield from _reload_metrics(status)
         yield _counter(
             "gha_started_jobs", "Total number of jobs started.", JOB_LABELS, self._started
@@ -263,6 +265,25 @@ def _runner_states(scale_sets: tuple[ScaleSetStatus, ...]) -> Metric:
         ((s.name, state), float(count))
         for s in scale_sets
         for state, count in _runner_counts(s).items()
+    )
+    for labels, value in _summed(rows):
+        family.add_metric(labels, value)
+    return family
+
+
+def _scale_set_states(scale_sets: tuple[ScaleSetStatus, ...]) -> Metric:
+    """1 for each scale set's current state and 0 for the others, so an alert can ask for a
+    scale set that has not been listening for a while."""
+    family = GaugeMetricFamily(
+        "runscaler_scale_sets",
+        "Scale sets by name and state: "
+        "starting, listening, standby, draining, suspended, degraded.",
+        labels=("scale_set", "state"),
+    )
+    rows = (
+        ((s.name, state), 1.0 if s.state == state else 0.0)
+        for s in scale_sets
+        for state in SCALE_SET_STATES
     )
     for labels, value in _summed(rows):
         family.add_metric(labels, value)

@@ -51,6 +51,17 @@ def fleet_containers(fleet: str) -> list[str]:
     return listed.stdout.split()
 
 
+def running_containers(fleet: str) -> list[str]:
+    listed = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label={LABEL_FLEET}={fleet}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return listed.stdout.split()
+
+
 @dataclass
 class Demo:
     """A demo process whose stdout is read line by line as it comes."""
@@ -194,3 +205,123 @@ def test_without_an_engine_the_demo_says_how_to_start_one(tmp_path: Path) -> Non
         "runscaler: the Docker engine does not answer: start it with scripts/ensure-docker, "
         "or run `make demo` in the runscaler checkout\n"
     )
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+RUNNING_LIVE = re.compile(r"jobs: \d+ waiting · [1-9]\d* running")  # the live view's line
+
+
+def test_closing_the_demos_terminal_removes_everything_it_started(tmp_path: Path) -> None:
+    """The demo on a real pseudo-terminal as its controlling terminal; closing the terminal's
+    side hangs it up (SIGHUP, then EIO on every write), as closing a terminal window does."""
+    import fcntl
+    import pty
+    import termios
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(controller, termios.TIOCSWINSZ, b"\x18\x00\x78\x00\x00\x00\x00\x00")  # 24x120
+
+    def take_the_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    process = subprocess.Popen(
+        demo_command("--jobs", "3", "--duration", "60"),
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=demo_env(tmp_path / "tmp", TERM="xterm"),
+        start_new_session=True,
+        preexec_fn=take_the_terminal,  # runs before exec, in the child alone
+    )
+    os.close(terminal)
+    shown: list[str] = []
+
+    def screen() -> str:
+        try:
+            shown.append(os.read(controller, 65536).decode(errors="replace"))
+        except OSError:
+            pass
+        return ANSI.sub("", "".join(shown))
+
+    try:
+        os.set_blocking(controller, False)
+        eventually_sync(
+            lambda: RUNNING_LIVE.search(screen()) and FLEET_LINE.search(screen()),
+            timeout=90,
+            message="jobs running in the demo's live view",
+        )
+        found = FLEET_LINE.search(screen())
+        assert found
+        fleet = found[1]
+        assert fleet_containers(fleet) != []
+        assert f"runscaler doctor --fix --fleet {fleet}" in screen()
+
+        os.close(controller)  # the terminal window closes
+        controller = -1
+
+        assert process.wait(timeout=90) == 130
+        assert fleet_containers(fleet) == []
+        assert list((tmp_path / "tmp").iterdir()) == []
+    finally:
+        if controller >= 0:
+            os.close(controller)
+        if process.poll() is None:
+            process.terminate()  # the demo's own cleanup, not a kill -9 that leaves runners
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_after_kill_9_doctor_names_the_demo_fleet_and_fix_removes_its_runners(
+    start_demo: list[Demo], tmp_path: Path
+) -> None:
+    env = demo_env(tmp_path / "tmp")
+    process = subprocess.Popen(
+        demo_command("--jobs", "2", "--duration", "60"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    demo = Demo(process)
+    demo.reader = threading.Thread(target=demo.read, daemon=True)
+    demo.reader.start()
+    start_demo.append(demo)
+    eventually_sync(
+        lambda: RUNNING.search(demo.stdout), timeout=60, message="jobs running in the demo"
+    )
+    found = FLEET_LINE.search(demo.stdout)
+    assert found
+    fleet = found[1]
+    assert f"if it is killed (kill -9): runscaler doctor --fix --fleet {fleet}\n" in demo.stdout
+
+    process.kill()
+    process.wait(timeout=30)
+    assert fleet_containers(fleet) != []  # what only kill -9 may leave behind
+
+    def doctor(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "runscaler", "doctor", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+
+    # Its runners lost their simulator; they give up after their retry time (60 s) and exit.
+    eventually_sync(
+        lambda: running_containers(fleet) == [], timeout=150, message="the runners to exit"
+    )
+    listed = doctor()
+    assert (
+        f"run `runscaler doctor --fix --fleet {fleet}` to remove them (a registered runner is kept)"
+    ) in listed.stdout.splitlines(), listed.stdout
+    fixed = doctor("--fix", "--fleet", fleet)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert fleet_containers(fleet) == [], fixed.stdout

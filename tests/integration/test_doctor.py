@@ -331,6 +331,12 @@ async def test_without_a_manifest_leftovers_are_listed_by_fleet_and_fix_needs_fl
     everyone = await doctor(*state, cwd=setup.tmp)
     assert f"leftovers of fleet {other_fleet} (1):" in everyone.lines
     assert exited in everyone.out and theirs in everyone.out
+    # Each fleet's own command: a fleet nobody wrote down (a killed demo's) is named for them.
+    for fleet in (setup.fleet, other_fleet):
+        assert (
+            f"run `runscaler doctor --fix --fleet {fleet}` to remove them "
+            "(a registered runner is kept)"
+        ) in everyone.lines
 
     refused = await doctor("--fix", *state, cwd=setup.tmp)
     assert (refused.code, refused.out) == (1, "")

@@ -8,8 +8,12 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from runscaler.commands.simulator import runner_image_note
+from runscaler.simulator.runner import RUNNER_IMAGE
 
 
 @pytest.fixture
@@ -104,3 +108,54 @@ def test_a_port_in_use_is_refused_in_one_line(start: list[subprocess.Popen[str]]
     assert err.strip() == (
         f"runscaler: --listen {address}: cannot listen there: Address already in use"
     )
+
+
+def test_it_says_how_runners_use_it_on_stderr(start: list[subprocess.Popen[str]]) -> None:
+    process = simulator(start)
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith("simulator listening on http://127.0.0.1:")
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=15)
+
+    [note] = [line for line in err.splitlines() if line.startswith("runner image: ")]
+    assert f"image: {RUNNER_IMAGE}, pull: never and network: host" in note
+
+
+def _docker_stub(tmp_path: Path, *, stderr: str, code: int) -> str:
+    """A docker CLI answering `image inspect` as Docker does: the shared engine's images must
+    not be removed to see what a machine without the image gets."""
+    stub = tmp_path / "docker"
+    stub.write_text(f"#!/bin/sh\necho '{stderr}' >&2\nexit {code}\n")
+    stub.chmod(0o755)
+    return str(stub)
+
+
+def test_a_missing_runner_image_is_explained(tmp_path: Path) -> None:
+    docker = _docker_stub(tmp_path, stderr=f"Error: No such image: {RUNNER_IMAGE}", code=1)
+
+    note = runner_image_note(build=False, docker=docker)
+
+    assert note.startswith(f"runner image: {RUNNER_IMAGE} is not built: add --build-runner-image")
+    assert "network: host" in note
+
+
+def test_no_engine_or_no_cli_is_said_in_one_line(tmp_path: Path) -> None:
+    down = _docker_stub(tmp_path, stderr="Cannot connect to the Docker daemon", code=1)
+
+    assert runner_image_note(build=False, docker=down) == (
+        f"runner image: cannot ask Docker about {RUNNER_IMAGE}: is the engine running?"
+    )
+    assert runner_image_note(build=False, docker=str(tmp_path / "none")).startswith(
+        f"runner image: no {tmp_path / 'none'} CLI here"
+    )
+
+
+@pytest.mark.docker
+def test_build_runner_image_builds_it_or_finds_it_built() -> None:
+    note = runner_image_note(build=True)
+
+    assert note.startswith(f"runner image: {RUNNER_IMAGE} is built; runners: ")
+    inspect = subprocess.run(
+        ["docker", "image", "inspect", RUNNER_IMAGE], capture_output=True, timeout=30, check=False
+    )
+    assert inspect.returncode == 0

@@ -13,6 +13,7 @@ from runscaler.converting import (
     check_fleet_name,
     convert,
     fleet_name_from,
+    fleet_name_of,
 )
 from runscaler.manifest.models import Fleet
 
@@ -230,22 +231,32 @@ def test_a_go_config_becomes_the_expected_manifest(toml: str, expected: dict[str
     effective(result.manifest)  # and it is a valid fleet
 
 
-def test_the_top_level_name_is_dropped_with_a_warning_when_scale_sets_exist() -> None:
-    result = converted(
-        """
-        name = "ignored"
+def test_the_top_level_name_names_the_fleet_and_is_no_default() -> None:
+    toml = """
+        name = "Acme Runners"
         url = "https://github.com/acme"
         token = "env:T"
         [[scaleset]]
         name = "one"
         """
-    )
+    result = converted(toml)
 
     assert "name" not in result.manifest["defaults"]
-    assert (
-        "config.toml: warning: name: ignored: the top level is defaults when [[scaleset]] exist"
-        in result.warnings
-    )
+    assert not [w for w in result.warnings if "warning: name" in w]
+    assert fleet_name_of(tomllib.loads(toml), stem="config") == ("acme-runners", False)
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('name = "linux"\nurl = "https://github.com/a"\n', ("linux", False)),
+        ('url = "https://github.com/a"\n[[scaleset]]\nname = "x"\n', ("old-config", True)),
+        ('name = "___"\nurl = "https://github.com/a"\n', ("old-config", True)),
+    ],
+    ids=["single-form", "no-top-level-name", "name-with-no-letters"],
+)
+def test_the_fleet_name_falls_back_to_the_file_name(toml: str, expected: tuple[str, bool]) -> None:
+    assert fleet_name_of(tomllib.loads(toml), stem="Old Config") == expected
 
 
 def test_a_literal_token_is_never_copied_and_becomes_runner_token() -> None:

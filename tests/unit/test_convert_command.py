@@ -54,6 +54,10 @@ def test_yaml_on_stdout_validates_and_warnings_go_to_stderr(
     )
     assert "ghp_do_not_copy_me_123" not in out + err
     assert f"{config}: warning: token: a literal token is not copied" in err
+    assert (
+        f"{config}: metadata.name old-config is the file's name (the config has no top-level "
+        "name): pass --name to choose another\n"
+    ) in err
     assert err.endswith(
         "process settings: run it with: runscaler run fleet.yaml "
         "--log-level debug --listen 127.0.0.1:8081\n"
@@ -111,7 +115,7 @@ def test_the_single_scale_set_form(tmp_path: Path, capsys: pytest.CaptureFixture
         "apiVersion: runscaler/v1\n"
         "kind: Fleet\n"
         "metadata:\n"
-        "  name: config\n"
+        "  name: solo\n"
         "scaleSets:\n"
         "  - name: solo\n"
         "    github:\n"
@@ -126,8 +130,8 @@ def test_the_single_scale_set_form(tmp_path: Path, capsys: pytest.CaptureFixture
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b'url = "https://github.com/a"\nname = \n', "{path}:2:8: invalid TOML: Invalid value"),
-        (b"[docker]\n[docker]\n", "{path}:2:8: invalid TOML: Cannot declare ('docker',) twice"),
+        (b'url = "https://github.com/a"\nname = \n', "{path}:2:8: invalid TOML: invalid value"),
+        (b"[docker]\n[docker]\n", "{path}:2:8: invalid TOML: cannot declare ('docker',) twice"),
         (b"name = '\xff'\n", "{path}: not UTF-8 text (byte 8)"),
         (b'url = "https://github.com/a"\nname = "x"\nmax-runners = 0\n', None),
     ],

@@ -82,6 +82,7 @@ def test_github_app_flags_write_references_to_the_key_file_never_the_key(
         "file:keys/app.pem",
     )
     assert (deploy.name, deploy.docker.image) == ("deploy", "runner:2")
+    assert deploy.docker.pull == "never"  # a local image: a dry run must not reach a registry
     assert "put the App's private key" not in capsys.readouterr().out  # it is readable
 
 
@@ -261,3 +262,24 @@ def test_choosing_app_at_the_prompt_asks_for_the_app_credentials() -> None:
     )
     assert answers.token_env is None
     assert [q for q, _ in script.asked].count("App installation id") == 2  # "x" was re-asked
+
+
+@pytest.mark.parametrize(
+    ("image", "pull"),
+    [
+        ("runscaler-sim-runner:latest", "never"),
+        ("runner:2", "never"),
+        ("ghcr.io/actions/actions-runner:latest", "missing"),
+        ("acme/runner@sha256:" + "0" * 64, "missing"),
+    ],
+)
+def test_the_pull_policy_follows_where_the_image_lives(
+    tmp_path: Path, image: str, pull: str
+) -> None:
+    code, target = init(
+        tmp_path, "--name", "acme-ci", "--url", "https://github.com/acme", "--image", image
+    )
+
+    assert code == 0
+    (linux,) = load_manifest(target).fleet.scale_sets
+    assert (linux.docker.image, linux.docker.pull) == (image, pull)

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from runscaler.engine.status import FleetStatus, ReloadStatus
 from runscaler.github.models import JobCompleted, JobStarted
 from runscaler.manifest.models import ScaleSet
-from runscaler.metrics import DURATION_BUCKETS, Metrics
+from runscaler.metrics import DURATION_BUCKETS, SCALE_SET_STATES, Metrics
 from tests.fakeoperator import fleet_status, scale_set_status
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -246,6 +246,17 @@ def test_runners_by_state(state: str, expected: dict[str, int]) -> None:
     assert found == {labels(scale_set="linux", state=s): n for s, n in expected.items()}
 
 
+@pytest.mark.parametrize("state", ["listening", "standby", "degraded", "suspended"])
+def test_scale_sets_by_state_mark_the_current_one(state: str) -> None:
+    status = fleet_status(scale_set_status("linux", state=state))
+    metrics = Metrics(lambda: status)
+
+    found = samples(scrape(metrics), "runscaler_scale_sets")
+
+    expected = {s: 1.0 if s == state else 0.0 for s in SCALE_SET_STATES}
+    assert found == {labels(scale_set="linux", state=s): n for s, n in expected.items()}
+
+
 def test_two_scale_sets_with_the_same_labels_are_added_up_not_duplicated() -> None:
     status = fleet_status(
         scale_set_status("linux", url="https://github.com/acme", desired=2),
@@ -386,6 +397,7 @@ EVERY_NAME = {
     "gha_job_startup_duration_seconds_bucket",
     "gha_job_execution_duration_seconds_bucket",
     "runscaler_runners",
+    "runscaler_scale_sets",
     "runscaler_manifest_last_reload_successful",
     "runscaler_manifest_last_reload_success_timestamp_seconds",
     "runscaler_manifest_reloads_total",

@@ -149,6 +149,23 @@ def test_the_ci_example_validates_and_plans_against_the_base_branch() -> None:
     assert '--format markdown >> "$GITHUB_STEP_SUMMARY"' in commands
 
 
+def test_the_ci_example_installs_runscaler_from_its_repository_not_an_index() -> None:
+    from ruamel.yaml import YAML
+
+    workflow = YAML(typ="safe").load(ROOT / "examples" / "ci" / "validate-and-plan.yml")
+    steps = workflow["jobs"]["validate-and-plan"]["steps"]
+    source = next(s for s in steps if s.get("name") == "Check out runscaler")
+    install = next(s for s in steps if s.get("name") == "Install runscaler")
+
+    assert source["uses"].startswith("actions/checkout@")
+    assert source["with"]["repository"] == "${{ vars.RUNSCALER_REPOSITORY }}"
+    assert source["with"]["ref"] == "${{ vars.RUNSCALER_REF }}"
+    assert install["run"] == f"pip install ./{source['with']['path']}"
+    assert steps.index(source) < steps.index(install)
+    # What it checks out is this repository: a pip-installable project at its root.
+    assert (ROOT / "pyproject.toml").is_file()
+
+
 def test_the_pre_commit_hook_runs_validate_on_fleet_manifests() -> None:
     import re
 

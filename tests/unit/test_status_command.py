@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -68,14 +72,25 @@ def test_text_shows_the_header_and_one_row_per_scale_set(
         "fleet acme-ci · generation 3 · revision 0123456789ab · last reload ok"
     )
     header = lines[2].split()
-    assert header[:3] == ["SCALE", "SET", "STATE"]
-    assert "ASSIGNED" in header and "LAST" in header
-    linux = lines[3].split()
-    assert linux == ["linux", "listening", "3", "1", "2", "0", "2", "2", "-"]
-    mac = lines[4].split(maxsplit=8)
-    assert mac[:8] == ["mac-arm", "degraded", "2", "0", "0", "2", "5", "0"]
-    # The error is shown literally: markup in it is not interpreted.
-    assert mac[8].strip() == "cannot start runners: image missing [red]x[/red]"
+    assert header == [
+        "SCALE",
+        "SET",
+        "STATE",
+        "DESIRED",
+        "IDLE",
+        "BUSY",
+        "STARTING",
+        "ASSIGNED",
+        "RUNNING",
+    ]
+    assert lines[3].split() == ["linux", "listening", "3", "1", "2", "0", "2", "2"]
+    assert lines[4].split() == ["mac-arm", "degraded", "2", "0", "0", "2", "5", "0"]
+    # The error is shown literally below the table: markup in it is not interpreted.
+    assert lines[5:] == [
+        "",
+        "last errors:",
+        "  mac-arm: cannot start runners: image missing [red]x[/red]",
+    ]
 
 
 def test_json_prints_what_the_operator_answered(
@@ -108,9 +123,9 @@ def test_a_rejected_reload_shows_its_located_error_in_the_header(
 
     status("--server", url)
 
-    first = capsys.readouterr().out.splitlines()[0]
-    assert "last reload rejected" in first
-    assert first.endswith(": fleet.yaml:12:5: maxRunners: must be >= 1")
+    first, second = capsys.readouterr().out.splitlines()[:2]
+    assert re.search(r" · last reload rejected \d+d ago:$", first)
+    assert second == "fleet.yaml:12:5: maxRunners: must be >= 1"
 
 
 def test_an_unreachable_operator_is_one_line_and_exit_1(
@@ -203,3 +218,100 @@ def test_watch_keeps_going_when_the_operator_stops_answering() -> None:
     assert f"cannot reach the operator at {nowhere}: is runscaler run running?" in text
     after = text.rsplit("(retrying)", 1)[1]
     assert linux_row(after)[:3] == ["linux", "listening", "3"]  # the last good view stays
+
+
+def test_json_flag_is_format_json(
+    url: str, operator: FakeOperator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = status("--server", url, "--json")
+
+    assert code == 0
+    assert json.loads(capsys.readouterr().out) == operator.status.to_json()
+
+
+def _git(work: Path, *argv: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@localhost", *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("edit", "note"), [(False, False), (True, True)], ids=["committed", "uncommitted-edits"]
+)
+def test_the_revision_says_when_the_applied_file_has_uncommitted_edits(
+    tmp_path: Path,
+    operator: FakeOperator,
+    url: str,
+    capsys: pytest.CaptureFixture[str],
+    edit: bool,
+    note: bool,
+) -> None:
+    import hashlib
+
+    manifest = tmp_path / "fleet.yaml"
+    manifest.write_text("committed: 1\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "fleet.yaml")
+    _git(tmp_path, "commit", "-q", "-m", "fleet")
+    revision = _git(tmp_path, "rev-parse", "HEAD")
+    if edit:
+        manifest.write_text("committed: 1\nedited: 2\n")
+    operator.status = fleet_status(
+        manifest_path=str(manifest),
+        manifest_revision=revision,
+        manifest_sha256=hashlib.sha256(manifest.read_bytes()).hexdigest(),
+    )
+
+    assert status("--server", url) == 0
+
+    first = capsys.readouterr().out.splitlines()[0]
+    assert f"revision {revision[:12]}" in first
+    assert ("(+ uncommitted edits)" in first) is note
+
+
+class _Answering:
+    """A /status answer of a newer operator (`runners` per scale set), served as is."""
+
+    def __init__(self, status: object, data: dict[str, Any]) -> None:
+        self.status = status
+        self.data = data
+
+    def to_json(self) -> dict[str, Any]:
+        return self.data
+
+
+def test_runners_lists_each_scale_sets_runners(
+    url: str,
+    operator: FakeOperator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    data = operator.status.to_json()
+    data["scaleSets"][0]["runners"] = [
+        {
+            "name": "linux-7f3a",
+            "state": "busy",
+            "since": 0,
+            "jobId": "4711",
+            "templateHash": "0123456789ab",
+            "exitCode": None,
+            "reason": None,
+            "node": None,
+        }
+    ]
+    data["scaleSets"][1]["runners"] = []
+    operator.status = _Answering(operator.status, data)  # type: ignore[assignment]
+
+    assert status("--server", url, "--runners") == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    at = lines.index("linux: 1 runner")
+    assert lines[at + 1].split() == ["RUNNER", "STATE", "SINCE", "JOB", "TEMPLATE", "EXIT", "NODE"]
+    assert lines[at + 2].split()[:2] == ["linux-7f3a", "busy"]
+    assert lines[at + 2].split()[3:] == ["4711", "01234567", "-", "-"]
+    assert lines[at + 3] == "mac-arm: 0 runners"

@@ -9,6 +9,7 @@ import pytest
 from rich.console import Console, RenderableType
 
 from runscaler.console.status import ago, header, render_json, render_text, safe
+from runscaler.engine.status import ReloadStatus
 from tests.fakeoperator import fleet_status, scale_set_status
 
 
@@ -78,8 +79,99 @@ def test_missing_fields_from_another_version_show_as_dashes() -> None:
     text = shown(render_text(data, now=0.0))
 
     assert text.splitlines()[0] == "fleet acme-ci · generation - · last reload -"
-    assert text.splitlines()[-1].split() == ["linux", "-", "-", "-", "-", "-", "-", "-", "-"]
+    assert text.splitlines()[-1].split() == ["linux", "-", "-", "-", "-", "-", "-", "-"]
 
 
 def test_json_is_indented_and_ends_with_a_newline() -> None:
     assert render_json({"fleet": "acme-ci"}) == '{\n  "fleet": "acme-ci"\n}\n'
+
+
+def _no_word_is_broken(text: str, words: list[str]) -> None:
+    flat = " ".join(text.split())
+    for word in words:
+        assert word in flat, f"{word!r} was broken across lines in:\n{text}"
+
+
+def test_status_fits_80_columns_without_breaking_words() -> None:
+    error = "cannot start runners: image ghcr.io/acme/runner:2 missing and pull failed: denied"
+    data = fleet_status(
+        scale_set_status("linux-x64"),
+        scale_set_status("mac-arm", state="degraded", last_error=error),
+        reload=ReloadStatus(
+            ok=False, at=1_700_000_000.0, error="fleet.yaml:12:5: maxRunners: must be >= 1"
+        ),
+    ).to_json()
+
+    text = shown(render_text(data, now=1_700_000_042.0, edited=True), width=80)
+
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert all(line == line.rstrip() for line in text.splitlines())
+    _no_word_is_broken(
+        text,
+        [
+            "42s ago",
+            "(+ uncommitted edits)",
+            "listening",
+            "degraded",
+            "ASSIGNED",
+            "RUNNING",
+            *error.split(),
+        ],
+    )
+    lines = text.splitlines()
+    assert lines[0] == "fleet acme-ci · generation 3 · revision 0123456789ab (+ uncommitted edits)"
+    assert lines[1] == "last reload rejected 42s ago:"
+    assert lines[2] == "fleet.yaml:12:5: maxRunners: must be >= 1"
+    assert lines[-3] == "last errors:"
+    assert lines[-2].startswith("  mac-arm: cannot start runners")
+    assert lines[-1].startswith("  ")  # the error's second line keeps its indent
+
+
+def test_a_narrow_terminal_wraps_the_header_between_parts() -> None:
+    text = shown(header(fleet_status().to_json(), now=1_700_000_042.0), width=40)
+
+    assert text.splitlines() == [
+        "fleet acme-ci · generation 3",
+        "revision 0123456789ab",
+        "last reload ok 42s ago",
+    ]
+
+
+def _runner(name: str, **changes: Any) -> dict[str, Any]:
+    runner: dict[str, Any] = {
+        "name": name,
+        "state": "idle",
+        "since": 1_700_000_000.0,
+        "jobId": None,
+        "templateHash": "0123456789abcdef",
+        "exitCode": None,
+        "reason": None,
+        "node": None,
+    }
+    runner.update(changes)
+    return runner
+
+
+def test_runners_are_listed_per_scale_set_when_the_operator_sends_them() -> None:
+    data = fleet_status(scale_set_status("linux"), scale_set_status("big")).to_json()
+    data["scaleSets"][0]["runners"] = [
+        _runner("linux-a", state="busy", since=1_700_000_000.0 - 300, jobId="4711"),
+        _runner("linux-b", state="failed", exitCode=1, reason="exited_early: exited 1", node="b"),
+    ]
+
+    text = shown(render_text(data, now=1_700_000_042.0, with_runners=True), width=80)
+
+    lines = text.splitlines()
+    at = lines.index("linux: 2 runners")
+    assert lines[at + 2].split() == ["linux-a", "busy", "5m", "4711", "01234567", "-", "-"]
+    assert lines[at + 3].split() == ["linux-b", "failed", "42s", "-", "01234567", "1", "b"]
+    assert lines[at + 4] == "    linux-b: exited_early: exited 1"
+    assert "big:" not in text  # an operator that sends no runners for it: nothing shown
+
+
+def test_runners_from_an_older_operator_show_nothing() -> None:
+    data = fleet_status().to_json()
+
+    with_flag = shown(render_text(data, now=0.0, with_runners=True))
+
+    assert with_flag == shown(render_text(data, now=0.0))

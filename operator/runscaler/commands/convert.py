@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +27,9 @@ SCHEMA_PATH = "schemas/fleet-v1.schema.json"
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, metavar="CONFIG.toml", help="the Go config file")
     parser.add_argument(
-        "--name", metavar="FLEET", help="metadata.name (default: from the config's file name)"
+        "--name",
+        metavar="FLEET",
+        help="metadata.name (default: the config's top-level name, else its file name)",
     )
     parser.add_argument(
         "--format",
@@ -41,13 +42,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from runscaler.converting import check_fleet_name, convert, fleet_name_from
+    from runscaler.converting import check_fleet_name, convert, fleet_name_of
 
     config_path: Path = args.config
     if args.output is not None and args.output.resolve() == config_path.resolve():
         raise UserError(f"{args.output}: is the config being converted: write elsewhere")
     config = read_config(config_path)
-    name = check_fleet_name(args.name) if args.name else fleet_name_from(config_path.stem)
+    if args.name:
+        name = check_fleet_name(args.name)
+    else:
+        name, from_file = fleet_name_of(config, stem=config_path.stem)
+        if from_file:
+            print(
+                f"{config_path}: metadata.name {name} is the file's name (the config has no "
+                "top-level name): pass --name to choose another",
+                file=sys.stderr,
+            )
     conversion = convert(config, fleet_name=name, source=str(config_path))
     fmt = _format(args.format, args.output)
     text = render(conversion.manifest, fmt=fmt, source=config_path.name)
@@ -66,8 +76,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """The parsed TOML; every way it can fail is one line naming the file."""
-    import tomllib
+    """The parsed TOML; every way it can fail is one line naming the file (and where in it,
+    worded as `runscaler validate` words it)."""
+    from runscaler.manifest.toml_reading import TOMLProblem, read_toml
 
     try:
         raw = path.read_bytes()
@@ -82,17 +93,11 @@ def read_config(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(_toml_error(path, str(exc))) from None
-
-
-def _toml_error(path: Path, message: str) -> str:
-    found = re.search(r"\s*\(at line (\d+), column (\d+)\)\s*$", message)
-    if found:
-        line, col = found.groups()
-        return f"{path}:{line}:{col}: invalid TOML: {message[: found.start()]}"
-    return f"{path}: invalid TOML: {message}"
+        data, _ = read_toml(text)
+    except TOMLProblem as problem:
+        where = f"{path}:{problem.mark.line}:{problem.mark.col}" if problem.mark else str(path)
+        raise UserError(f"{where}: {problem.message}") from None
+    return data
 
 
 def _format(chosen: str | None, output: Path | None) -> Literal["yaml", "toml"]:

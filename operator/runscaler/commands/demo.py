@@ -14,6 +14,7 @@ import datetime
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -152,6 +153,8 @@ def main(args: argparse.Namespace) -> int:
     finally:
         os.environ.pop(TOKEN_ENV, None)
         shutil.rmtree(workdir, ignore_errors=True)
+    if outcome.signal == signal.SIGHUP:
+        return EXIT_INTERRUPTED  # the terminal is gone: nobody to tell, writing would fail
     for line in summary_lines(outcome.summary):
         print(line, flush=True)
     if outcome.signal is not None and not args.keep_going:

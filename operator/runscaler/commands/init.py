@@ -314,6 +314,18 @@ def _auth_block(answers: Answers, *, manifest_dir: Path) -> str:
     )
 
 
+def local_image(image: str) -> bool:
+    """An image with no registry or namespace (`runner:2`, the simulator's stand-in): built on
+    this engine, not in a registry, so pulling it would only reach Docker Hub and fail."""
+    return "/" not in image.split("@", 1)[0]
+
+
+def _pull_line(image: str) -> str:
+    if local_image(image):
+        return "pull: never                    # a local image: built here, never pulled"
+    return "pull: missing                  # always | missing | never"
+
+
 def render(answers: Answers, *, file: str, manifest_dir: Path) -> str:
     """The commented manifest."""
     return f"""\
@@ -353,7 +365,7 @@ scaleSets:
     docker:
       # The runner image; it needs the official image's layout (user runner, run.sh).
       image: {scalar(answers.image)}
-      pull: missing                  # always | missing | never
+      {_pull_line(answers.image)}
       # cpus: 2                      # CPU limit, in cores
       # memory: 4GiB                 # memory limit
 """

@@ -59,7 +59,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "$RUNSCALER_SERVER or http://127.0.0.1:8080)",
     )
     parser.add_argument(
-        "--format", choices=("text", "json", "markdown"), default="text", help="output format"
+        "--format",
+        choices=("text", "json", "markdown"),
+        default="text",
+        help="output format (default: %(default)s)",
     )
     parser.add_argument(
         "--detailed-exitcode",

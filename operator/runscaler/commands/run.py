@@ -20,10 +20,26 @@ EXAMPLES = """\
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "file", nargs="?", type=Path, help="the fleet manifest (default: %(default)s)"
+        "file",
+        nargs="?",
+        type=Path,
+        metavar="FILE",
+        help="the fleet manifest (default: $RUNSCALER_MANIFEST, else ./fleet.yaml)",
     )
-    parser.add_argument("--listen", default="127.0.0.1:8080", help="HTTP address (HOST:PORT)")
-    parser.add_argument("--state-dir", type=Path, default=None, help="where to keep state")
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="serve /status, /metrics and /-/reload here (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where sessions and the fleet lock are kept (default: $XDG_STATE_HOME/runscaler, "
+        "else ~/.local/state/runscaler)",
+    )
     parser.add_argument(
         "--start-concurrency",
         type=int,
@@ -31,9 +47,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="how many runners may be starting at once, fleet-wide (default: 16)",
     )
     parser.add_argument(
-        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="least severe log lines shown (default: %(default)s)",
     )
-    parser.add_argument("--log-format", default="text", choices=("text", "json"))
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=("text", "json"),
+        help="text for people, json for a log pipeline (default: %(default)s)",
+    )
     parser.add_argument(
         "--allow-empty", action="store_true", help="accept a manifest with no scale sets"
     )

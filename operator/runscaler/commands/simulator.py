@@ -3,6 +3,11 @@
 The first line on stdout is `simulator listening on http://HOST:PORT` (flushed at once), so a
 script or test that starts it with `--listen 127.0.0.1:0` learns the port from that line.
 It listens on loopback only unless `--allow-remote` says otherwise: it accepts any token.
+
+Runners of a fleet pointed at it need the stand-in runner image (the real runner cannot talk
+to the simulator): on stderr it says whether that image is built, how to build it
+(`--build-runner-image` does), and that the runners need `network: host` to reach a loopback
+simulator from their containers.
 """
 
 from __future__ import annotations
@@ -10,10 +15,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runscaler.errors import ConfigurationError
+from runscaler.errors import ConfigurationError, UserError
+from runscaler.simulator.runner import RUNNER_IMAGE
 
 if TYPE_CHECKING:
     from runscaler.simulator.server import SimulatorOptions
@@ -21,6 +28,7 @@ if TYPE_CHECKING:
 HELP = "run the GitHub simulator alone: try a fleet, a test or a demo without GitHub"
 EXAMPLES = """\
   runscaler simulator
+  runscaler simulator --listen 127.0.0.1:9000 --build-runner-image
   runscaler simulator --listen 127.0.0.1:9000 --poll-wait 5
   runscaler simulator --token s3cret --redispatch-interval 60
   curl -d '{"labels": ["linux"], "count": 3, "duration": 10}' http://127.0.0.1:9000/_sim/jobs
@@ -49,6 +57,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow a --listen address that is not loopback (anyone reaching it can use it)",
     )
+    parser.add_argument(
+        "--build-runner-image",
+        action="store_true",
+        help=f"build the stand-in runner image ({RUNNER_IMAGE}) first, when missing or stale",
+    )
     parser.add_argument("--token", help="accept only this token (default: any non-empty token)")
     timings = (
         ("--poll-wait", 50.0, "long-poll wait of the message queue before 202"),
@@ -70,7 +83,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="verify GitHub App JWTs against this public key (default: accept any RS256 JWT)",
     )
     parser.add_argument(
-        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="least severe log lines shown (default: %(default)s)",
     )
 
 
@@ -96,6 +112,45 @@ def parse_listen(text: str, *, allow_remote: bool) -> tuple[str, int]:
     return host, int(port_text)
 
 
+USE_IT = (
+    f"runners: in the manifest's docker section use image: {RUNNER_IMAGE}, pull: never and "
+    "network: host (a runner reaches a loopback simulator only on the host's network)"
+)
+
+
+def runner_image_note(*, build: bool, docker: str = "docker") -> str:
+    """Build the stand-in image when asked; either way, one line on whether it is there and
+    how to use it (or what to do first)."""
+    import subprocess
+
+    from runscaler.simulator.runner import build_runner_image
+
+    if build:
+        try:
+            build_runner_image(docker=docker)
+        except UserError as exc:
+            return f"runner image: {exc}"
+        return f"runner image: {RUNNER_IMAGE} is built; {USE_IT}"
+    try:
+        probe = subprocess.run(
+            [docker, "image", "inspect", "--format", "{{.Id}}", RUNNER_IMAGE],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return f"runner image: no {docker} CLI here: runners need Docker and {RUNNER_IMAGE}"
+    if probe.returncode == 0:
+        return f"runner image: {RUNNER_IMAGE} is present; {USE_IT}"
+    if "No such image" not in probe.stderr:
+        return f"runner image: cannot ask Docker about {RUNNER_IMAGE}: is the engine running?"
+    return (
+        f"runner image: {RUNNER_IMAGE} is not built: add --build-runner-image (needs Docker "
+        f"and busybox-static); then {USE_IT}"
+    )
+
+
 def _read_app_key(path: Path | None) -> str | None:
     if path is None:
         return None
@@ -108,7 +163,7 @@ def _read_app_key(path: Path | None) -> str | None:
     return text
 
 
-async def _serve(options: SimulatorOptions, *, host: str, port: int) -> None:
+async def _serve(options: SimulatorOptions, *, host: str, port: int, note: str) -> None:
     import asyncio
     import signal
 
@@ -127,6 +182,7 @@ async def _serve(options: SimulatorOptions, *, host: str, port: int) -> None:
         ) from None
     try:
         print(f"simulator listening on {simulator.url}", flush=True)
+        print(note, file=sys.stderr, flush=True)
         await stop.wait()
     finally:
         await simulator.stop()
@@ -154,5 +210,6 @@ def main(args: argparse.Namespace) -> int:
         runner_lost_timeout=args.runner_lost_timeout,
     )
     setup_logging(args.log_level)
-    asyncio.run(_serve(options, host=host, port=port))
+    note = runner_image_note(build=args.build_runner_image)
+    asyncio.run(_serve(options, host=host, port=port, note=note))
     return 0

@@ -1,16 +1,22 @@
 """`runscaler status`: what the live operator is doing, from its `/status` endpoint.
 
 The operator is a separate process (`runscaler run`); this command only reads its HTTP
-endpoint, so it works from any shell on the host. `--watch` redraws every second until Ctrl-C,
+endpoint, so it works from any shell on the host. On the operator's own host it also compares
+the applied manifest with the file in the reported git revision, to say when what runs has
+uncommitted edits. `--watch` redraws every second until Ctrl-C,
 which is how a watch normally ends, so it exits 0 without a message.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runscaler.errors import EXIT_OK, UserError
@@ -22,7 +28,8 @@ HELP = "show the live operator's scale sets, runners, jobs and last reload"
 EXAMPLES = """\
   runscaler status
   runscaler status --watch                      # redraw every second; Ctrl-C ends it (exit 0)
-  runscaler status --server http://127.0.0.1:9090 --format json"""
+  runscaler status --runners                    # also each scale set's runners
+  runscaler status --server http://127.0.0.1:9090 --json"""
 
 WATCH_INTERVAL = 1.0
 # Wide enough for every column when the output is not a terminal (a file, a pipe, CI logs).
@@ -38,7 +45,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--watch", action="store_true", help="redraw every second until Ctrl-C (then exit 0)"
     )
-    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    parser.add_argument("--runners", action="store_true", help="also list each scale set's runners")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="output format (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--json",
+        dest="format",
+        action="store_const",
+        const="json",
+        help="the operator's /status JSON as it answered (same as --format json)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -56,10 +76,44 @@ def main(args: argparse.Namespace) -> int:
         if args.format == "json":
             sys.stdout.write(render.render_json(data))
         else:
-            console.print(render.render_text(data, now=time.time()))
+            view = render.render_text(
+                data, now=time.time(), edited=edited(data), with_runners=args.runners
+            )
+            console.print(view)
         return EXIT_OK
-    watch(console, fetch, first=data, json_format=args.format == "json")
+    watch(console, fetch, first=data, json_format=args.format == "json", with_runners=args.runners)
     return EXIT_OK
+
+
+@functools.cache
+def _differs(path: str, revision: str, sha256: str) -> bool | None:
+    file = Path(path)
+    try:
+        shown = subprocess.run(
+            ["git", "-C", str(file.parent), "show", f"{revision}:./{file.name}"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if shown.returncode != 0:
+        return True  # the file is not in that commit: not committed yet
+    return hashlib.sha256(shown.stdout).hexdigest() != sha256
+
+
+def edited(data: Any) -> bool | None:
+    """Whether the applied manifest differs from the file in the shown git revision
+    (uncommitted edits); None when that cannot be told from this host."""
+    manifest = data.get("manifest") if isinstance(data, dict) else None
+    if not isinstance(manifest, dict):
+        return None
+    path, revision, sha256 = (manifest.get(k) for k in ("path", "revision", "sha256"))
+    if not (isinstance(path, str) and isinstance(revision, str) and isinstance(sha256, str)):
+        return None
+    if not revision or not sha256 or not Path(path).parent.is_dir():
+        return None  # an operator on another host, or outside git
+    return _differs(path, revision, sha256)
 
 
 def _console() -> Console:
@@ -79,6 +133,7 @@ def watch(
     *,
     first: Any,
     json_format: bool = False,
+    with_runners: bool = False,
     interval: float = WATCH_INTERVAL,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.time,
@@ -93,7 +148,7 @@ def watch(
     def view(data: Any) -> RenderableType:
         if json_format:
             return Text(render.render_json(data))
-        return render.render_text(data, now=clock())
+        return render.render_text(data, now=clock(), edited=edited(data), with_runners=with_runners)
 
     last = view(first)
     try:

@@ -141,19 +141,29 @@ class ProgressDisplay:
         self._live: Live | None = None
         self._last_line = ""
         self._drawn_at = 0.0
+        self._gone = False
 
     @property
     def live(self) -> bool:
         return self._console.is_terminal
 
+    def hang_up(self) -> None:
+        """The terminal is gone (SIGHUP): write nothing more, a write would fail with EIO."""
+        self._gone = True
+        self._live = None
+
     def say(self, text: str) -> None:
         """A line above the live view (or in the log)."""
+        if self._gone:
+            return
         if self._live is not None:
             self._live.console.print(text, markup=False, highlight=False)
         else:
             print(text, file=self._stream, flush=True)
 
     def update(self, progress: DemoProgress) -> None:
+        if self._gone:
+            return
         counts = plain_counts(progress)
         changed, self._last_line = counts != self._last_line, counts
         due = progress.elapsed - self._drawn_at >= (LIVE_INTERVAL if self.live else LINE_INTERVAL)

@@ -62,10 +62,21 @@ def report_lines(report: DoctorReport) -> list[str]:
         lines += ["", "fixing:"]
         lines += [outcome_line(o) for o in report.outcomes]
     if report.leftovers and not report.fixing:
-        lines.append("run `runscaler doctor --fix` to remove them (a registered runner is kept)")
+        lines += _fix_hints(report)
     if report.notes:
         lines += ["", *(f"note: {note}" for note in report.notes)]
     return lines
+
+
+def _fix_hints(report: DoctorReport) -> list[str]:
+    """The command that removes them; without a manifest it must name the fleet (a demo's,
+    say, whose name nobody wrote down)."""
+    if report.from_manifest:
+        return ["run `runscaler doctor --fix` to remove them (a registered runner is kept)"]
+    return [
+        f"run `runscaler doctor --fix --fleet {fleet}` to remove them (a registered runner is kept)"
+        for fleet, _ in _by_fleet(report.leftovers)
+    ]
 
 
 def _by_fleet(leftovers: Iterable[Leftover]) -> list[tuple[str, list[Leftover]]]:

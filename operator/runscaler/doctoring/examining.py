@@ -84,6 +84,7 @@ class _Examination:
     async def run(self) -> DoctorReport:
         self.report.checks.append(checks.python_check())
         self._load_manifest()
+        self.report.from_manifest = self.loaded is not None
         self._settle_fleet()
         if self.settings.fix:
             self._take_lock()

@@ -64,6 +64,7 @@ class DoctorReport:
     remaining: list[Leftover] = field(default_factory=list)  # still there at the end
     notes: list[str] = field(default_factory=list)  # what could not be judged, and why
     fixing: bool = False
+    from_manifest: bool = False  # the fleet is a manifest's; without one --fix needs --fleet
 
     def add(self, status: Status, subject: str, detail: str) -> Check:
         check = Check(status, subject, detail)

@@ -172,10 +172,12 @@ async def run_operator(settings: RunSettings) -> int:
         ) as url:
             try:
                 await operator.start()
+                count = len(operator.controller.runtimes)
                 log.info(
-                    "fleet %s running %d scale sets; serving %s",
+                    "fleet %s: running %d scale set%s; serving %s",
                     operator.controller.fleet_name,
-                    len(operator.controller.runtimes),
+                    count,
+                    "" if count == 1 else "s",
                     url,
                 )
                 await watch_manifest(
