@@ -11,15 +11,15 @@ from typing import Any
 import httpx
 import pytest
 
-from runscaler.simulator.server import Simulator, SimulatorOptions, serve_simulator
-from tests.integration.simkit import connect
+from runscaler.simulator.server import Simulator, serve_simulator
+from tests.integration.simkit import connect, sim_options
 
 TOKEN_PATH = "/api/v3/orgs/acme/actions/runners/registration-token"
 
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
-    async with serve_simulator(SimulatorOptions(poll_wait=0.2)) as simulator:
+    async with serve_simulator(sim_options(poll_wait=0.2)) as simulator:
         yield simulator
 
 

@@ -23,7 +23,7 @@ from runscaler.simulator.tokens import Tokens, app_jwt_issuer, bearer
 @pytest.mark.parametrize(
     ("spec", "error"),
     [
-        ({"path": "x"}, "needs at least one of status, drop, bom or delay"),
+        ({"path": "x"}, "needs at least one of status, drop, bom, empty or delay"),
         ({"path": "(", "status": 500}, "path is not a valid regex"),
         ({"path": "x", "status": 42}, "status must be an HTTP status code"),
         ({"path": "x", "status": 500, "times": 0}, "times must be a positive count"),
