@@ -34,6 +34,7 @@ class Sent:
     query: str
     headers: dict[str, str]
     status: int = 0  # 0 until answered (or when the connection failed)
+    body: bytes = b""
 
 
 class RecordingTransport(httpx.AsyncHTTPTransport):
@@ -49,6 +50,7 @@ class RecordingTransport(httpx.AsyncHTTPTransport):
             path=request.url.path,
             query=request.url.query.decode(),
             headers={k.lower(): v for k, v in request.headers.items()},
+            body=await request.aread(),
         )
         self.sent.append(sent)
         response = await super().handle_async_request(request)
