@@ -260,7 +260,7 @@ async def test_a_file_secret_gone_at_a_refresh_is_an_auth_error_with_the_cause_c
         await client.check_credentials()
         secret.unlink()
         with pytest.raises(
-            CredentialsUnavailableError, match="cannot read the credentials"
+            CredentialsUnavailableError, match="file:"
         ) as caught:
             await client.check_credentials()
     assert isinstance(caught.value, AuthError)

@@ -138,9 +138,7 @@ class AdminTokens:
             if isinstance(exc, GitHubError):
                 raise
             # A `file:` secret that went missing: callers handle GitHubErrors only.
-            raise CredentialsUnavailableError(
-                f"cannot read the credentials for {self._config_url}: {exc}"
-            ) from exc
+            raise CredentialsUnavailableError(str(exc)) from exc
         register_credentials(credentials)
         return credentials
 
