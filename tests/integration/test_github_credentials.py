@@ -259,9 +259,7 @@ async def test_a_file_secret_gone_at_a_refresh_is_an_auth_error_with_the_cause_c
     async with simulator() as sim, make_client(sim, credentials=from_file) as client:
         await client.check_credentials()
         secret.unlink()
-        with pytest.raises(
-            CredentialsUnavailableError, match="file:"
-        ) as caught:
+        with pytest.raises(CredentialsUnavailableError, match="file:") as caught:
             await client.check_credentials()
     assert isinstance(caught.value, AuthError)
     assert isinstance(caught.value.__cause__, UserError)
