@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,11 +19,14 @@ from runscaler.github.models import JobAvailable, RunnerScaleSet, UserAgent
 from runscaler.simulator.server import Simulator
 from tests.integration.githubkit import (
     RecordingTransport,
+    add_fault,
     control,
+    fault_hits,
     make_client,
     simulator,
     take_job_as_runner,
 )
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -225,3 +229,25 @@ async def test_a_scale_set_deleted_on_github_is_not_found(
         await client.generate_jit_config(scale_set.id, runner_name="doomed-1")
     with pytest.raises(ScaleSetNotFoundError):
         await client.update_scale_set(scale_set.id, name="revived")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", r"/agents$"), ("DELETE", r"/agents/\d+$")],
+    ids=["while-looking-up", "while-removing"],
+)
+async def test_cancelling_the_reconciliation_at_each_step_leaves_the_client_usable(
+    sim: Simulator, client: ScaleSetClient, method: str, path: str
+) -> None:
+    scale_set = await client.create_scale_set(RunnerScaleSet(name="s", runner_group_id=1))
+    await add_fault(sim, method="POST", path="generatejitconfig$", status=503, after=True)
+    stall = await add_fault(sim, method=method, path=path, delay=30)
+    task = asyncio.create_task(client.generate_jit_config(scale_set.id, runner_name="s-cut"))
+    await eventually(lambda: fault_hits(sim, stall), message=f"the {method} on its way")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await control(sim, "DELETE", "/_sim/faults")
+    # The half-done registration is reconciled by the next attempt, as after a lost answer.
+    jit = await client.generate_jit_config(scale_set.id, runner_name="s-cut")
+    assert [r["id"] for r in sim.state.snapshot()["runners"]] == [jit.runner_id]

@@ -12,8 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from runscaler.simulator.realism import Realism
 from runscaler.simulator.server import Simulator, serve_simulator
 from tests.integration.simkit import (
+    QUICK,
     QueueSession,
     Service,
     connect,
@@ -384,3 +386,46 @@ async def test_the_simulator_describes_itself(http: httpx.AsyncClient, sim: Simu
     assert response.status_code == 200
     assert f"github.url: {sim.url}/ORG" in response.text
     assert "POST /_sim/jobs" in response.text
+
+
+async def test_a_runner_that_reported_stays_registered_a_while_then_goes(
+    http: httpx.AsyncClient,
+) -> None:
+    realism = Realism(scale=QUICK.scale, registration_linger=(20.0, 20.0))  # 1 s, scaled
+    async with serve_simulator(sim_options(poll_wait=POLL_WAIT, realism=realism)) as sim:
+        service = await connect(http, sim)
+        session = await service.open_session((await service.create_scale_set("linux"))["id"])
+        [job] = sim.add_jobs(["linux"])
+        await session.next_jobs()
+        await session.acquire([job])
+        jit = await service.jit_config(session.scale_set_id, "linux-1")
+        runner_id, broker, client_id = runner_credentials(jit["encodedJITConfig"])
+        auth = {"Authorization": f"Bearer {client_id}"}
+        taken = lines(await http.get(f"{broker}runners/{runner_id}/job?wait=5", headers=auth))
+        assert taken["state"] == "assigned"
+        reported = await http.post(
+            f"{broker}runners/{runner_id}/jobs/{job}/result",
+            content="result=succeeded",
+            headers=auth,
+        )
+        assert lines(reported) == {"state": "completed"}
+
+        async def registered() -> list[dict[str, Any]]:
+            found = await service.request(
+                "GET", "_apis/distributedtask/pools/0/agents", params={"agentName": "linux-1"}
+            )
+            return list(found.json()["value"])
+
+        [lingering] = await registered()  # the job is done, the registration is not gone yet
+        assert (lingering["id"], lingering["status"], lingering["busy"]) == (
+            runner_id,
+            "offline",
+            False,
+        )
+        again = lines(await http.get(f"{broker}runners/{runner_id}/job?wait=0", headers=auth))
+        assert again == {"state": "waiting"}  # an ephemeral runner never gets a second job
+
+        async def gone() -> bool:
+            return await registered() == []
+
+        await eventually(gone, message="the registration removed")
