@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 from runscaler.engine.listener import Listener, ListenerSettings, ListenerTiming
@@ -178,3 +180,43 @@ async def test_a_ghes_that_keeps_only_the_name_is_reported_naming_the_feature_fl
             assert "GitHub has the labels linux but" in mismatch and FLAG in mismatch
             assert run.wire.count("PATCH", r"/runnerscalesets/\d+$") == 0
         assert len(mismatch_warnings(warnings)) == 1
+
+
+class WithoutRunnerSetting(RecordingTransport):
+    """Answers as a service that does not echo `RunnerSetting` would (audit D9: unverified
+    live, and the simulator always echoes it, so only a rewritten answer can show it)."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if "/runnerscalesets" not in request.url.path or request.method == "DELETE":
+            return response
+        body = json.loads(await response.aread() or b"null")
+        for item in body.get("value", [body]) if isinstance(body, dict) else []:
+            if isinstance(item, dict):
+                item.pop("RunnerSetting", None)
+        return httpx.Response(response.status_code, json=body, request=request)
+
+
+async def test_a_field_the_service_ignores_is_patched_once_not_in_a_loop(tmp_path: Path) -> None:
+    async with simulator() as sim:
+        wire = WithoutRunnerSetting()
+        async with make_client(sim, transport=wire) as client:
+            listener = Listener(
+                client=client,
+                settings=settings(),
+                hooks=Recorder(),
+                owner="host-a",
+                state_file=StateFile(tmp_path / "state.json"),
+                key="k-linux",
+                timing=FAST,
+            )
+            task = asyncio.create_task(listener.run())
+            try:
+                await eventually(lambda: listener.state == "listening", message="listening")
+                for _ in range(3):
+                    await listener.sync_scale_set()
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    assert wire.count("PATCH", r"/runnerscalesets/\d+$") == 1

@@ -239,13 +239,13 @@ class Listener:
             log.debug("%s: GitHub kept %s despite an update to %r", self._name, field, value)
             del changes[field]
         if changes:
-            self._patches_tried.update(changes.items())
             log.info("%s: updating the scale set on GitHub: %s", self._name, ", ".join(changes))
             existing = await self.client.update_scale_set(
                 existing.id,
                 runner_group_id=group_id if "runner_group_id" in changes else None,
                 disable_update=True if "disable_update" in changes else None,
             )
+            self._patches_tried.update(changes.items())
         self._check_labels(existing)
         return existing
 
