@@ -21,6 +21,7 @@ from runscaler.github.auth import CredentialsSource, TokenCredentials
 from runscaler.github.client import ScaleSetClient
 from runscaler.github.retrying import RetryPolicy
 from runscaler.simulator.server import Simulator, SimulatorOptions, serve_simulator
+from tests.integration.simkit import QUICK
 
 FAST = RetryPolicy(attempts=5, wait_min=0.01, wait_max=0.05)
 TOKEN = "ghp_integration-test-token-0123456789"
@@ -33,6 +34,7 @@ class Sent:
     query: str
     headers: dict[str, str]
     status: int = 0  # 0 until answered (or when the connection failed)
+    body: bytes = b""
 
 
 class RecordingTransport(httpx.AsyncHTTPTransport):
@@ -48,6 +50,7 @@ class RecordingTransport(httpx.AsyncHTTPTransport):
             path=request.url.path,
             query=request.url.query.decode(),
             headers={k.lower(): v for k, v in request.headers.items()},
+            body=await request.aread(),
         )
         self.sent.append(sent)
         response = await super().handle_async_request(request)
@@ -81,7 +84,7 @@ class RecordingTransport(httpx.AsyncHTTPTransport):
 
 @asynccontextmanager
 async def simulator(**options: Any) -> AsyncIterator[Simulator]:
-    settings: dict[str, Any] = {"poll_wait": 0.2, "redispatch_interval": 60.0}
+    settings: dict[str, Any] = {"poll_wait": 0.2, "redispatch_interval": 60.0, "realism": QUICK}
     settings.update(options)
     async with serve_simulator(SimulatorOptions(**settings)) as sim:
         yield sim

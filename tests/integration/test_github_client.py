@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -19,11 +19,14 @@ from runscaler.github.models import JobAvailable, RunnerScaleSet, UserAgent
 from runscaler.simulator.server import Simulator
 from tests.integration.githubkit import (
     RecordingTransport,
+    add_fault,
     control,
+    fault_hits,
     make_client,
     simulator,
     take_job_as_runner,
 )
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -76,7 +79,7 @@ async def test_a_missing_runner_group_says_what_to_do(client: ScaleSetClient) ->
     )
 
 
-async def test_requests_carry_the_admin_token_api_version_and_json_user_agent(
+async def test_requests_carry_the_admin_token_api_version_and_our_user_agent(
     client: ScaleSetClient, wire: RecordingTransport
 ) -> None:
     client.user_agent = UserAgent(subsystem="controller", scale_set_id=0)
@@ -89,22 +92,20 @@ async def test_requests_carry_the_admin_token_api_version_and_json_user_agent(
     (a2,) = wire.matching("GET", r"/_apis/runtime/runnerscalesets$")
     assert a2.query == "api-version=6.0-preview&name=linux&runnerGroupId=1"
     assert a2.headers["content-type"] == "application/json"
-    agent = json.loads(a2.headers["user-agent"])
-    assert list(agent) == [
-        "system",
-        "version",
-        "commit_sha",
-        "scale_set_id",
-        "subsystem",
-        "build_version",
-        "build_commit_sha",
-        "kind",
-    ]
-    assert (agent["system"], agent["version"], agent["subsystem"]) == (
-        "runscaler",
-        __version__,
-        "controller",
-    )
+    assert a2.headers["user-agent"] == f"runscaler/{__version__} (controller) ScaleSetID/NA"
+
+
+async def test_the_user_agent_names_the_scale_set_once_a_session_is_open(
+    client: ScaleSetClient, sim: Simulator
+) -> None:
+    created = await client.create_scale_set(RunnerScaleSet(name="ua", runner_group_id=1))
+    session = await client.create_session(created.id, owner="test-host")
+    try:
+        await session.get_message(max_capacity=1)
+        [polled] = sim.state.snapshot()["sessions"]
+        assert polled["userAgent"] == f"runscaler/{__version__} (listener) ScaleSetID/{created.id}"
+    finally:
+        await session.close()
 
 
 async def test_scale_set_lifecycle(client: ScaleSetClient) -> None:
@@ -123,11 +124,12 @@ async def test_scale_set_lifecycle(client: ScaleSetClient) -> None:
     assert found is not None and found.id == created.id
     by_id = await client.get_scale_set_by_id(created.id)
     assert by_id is not None and by_id.statistics is not None
+    # GitHub answers a label PATCH with 200 and keeps the old labels (ARC #4424).
     updated = await client.update_scale_set(created.id, labels=["linux-x64", "gpu"])
-    assert updated.labels == ("linux-x64", "gpu")
+    assert updated.labels == ("linux-x64", "docker")
     assert updated.name == "linux-x64"
     renamed = await client.update_scale_set(created.id, name="linux-arm64")
-    assert (renamed.name, renamed.labels) == ("linux-arm64", ("linux-x64", "gpu"))
+    assert (renamed.name, renamed.labels) == ("linux-arm64", ("linux-x64", "docker"))
     await client.delete_scale_set(created.id)
     assert await client.get_scale_set_by_id(created.id) is None
     await client.delete_scale_set(created.id)  # already gone: still deleted
@@ -156,16 +158,38 @@ async def test_runner_registration_lookup_and_removal(
     assert [r["name"] for r in (await control(sim, "GET", "/_sim/state"))["runners"]] == []
 
 
-async def test_a_taken_runner_name_is_runner_exists(client: ScaleSetClient) -> None:
-    scale_set = await client.create_scale_set(RunnerScaleSet(name="s", runner_group_id=1))
-    await client.generate_jit_config(scale_set.id, runner_name="s-twice")
+async def test_a_name_taken_in_another_scale_set_is_runner_exists_and_left_alone(
+    sim: Simulator, client: ScaleSetClient
+) -> None:
+    theirs = await client.create_scale_set(RunnerScaleSet(name="theirs", runner_group_id=1))
+    ours = await client.create_scale_set(RunnerScaleSet(name="ours", runner_group_id=1))
+    foreign = await client.generate_jit_config(theirs.id, runner_name="s-twice")
     with pytest.raises(RunnerExistsError) as caught:
-        await client.generate_jit_config(scale_set.id, runner_name="s-twice")
+        await client.generate_jit_config(ours.id, runner_name="s-twice")
     assert caught.value.status == 409
-    assert "AgentExistsException" in (caught.value.type_name or "")
-    assert str(caught.value).startswith(
-        f"cannot register runner 's-twice' in scale set {scale_set.id} (POST "
+    assert str(caught.value).startswith(f"cannot register runner 's-twice' in scale set {ours.id}")
+    assert f"it belongs to scale set {theirs.id}, so it is left alone" in str(caught.value)
+    assert [(r["id"], r["scaleSetId"]) for r in sim.state.snapshot()["runners"]] == [
+        (foreign.runner_id, theirs.id)
+    ]
+
+
+async def test_a_registration_whose_answer_was_lost_is_replaced_on_the_retry(
+    sim: Simulator, client: ScaleSetClient
+) -> None:
+    scale_set = await client.create_scale_set(RunnerScaleSet(name="s", runner_group_id=1))
+    # The first attempt registers the runner, then its answer is lost (a 503): the retry meets
+    # the registration it made itself (409 AgentExists).
+    await control(
+        sim,
+        "POST",
+        "/_sim/faults",
+        {"method": "POST", "path": "generatejitconfig$", "status": 503, "after": True},
     )
+    jit = await client.generate_jit_config(scale_set.id, runner_name="s-lost")
+    runners = sim.state.snapshot()["runners"]
+    assert [(r["id"], r["name"]) for r in runners] == [(jit.runner_id, "s-lost")]
+    assert jit.runner_id > 1  # the first registration was removed, this is a new one
 
 
 async def test_removing_a_busy_runner_is_job_still_running(
@@ -205,3 +229,25 @@ async def test_a_scale_set_deleted_on_github_is_not_found(
         await client.generate_jit_config(scale_set.id, runner_name="doomed-1")
     with pytest.raises(ScaleSetNotFoundError):
         await client.update_scale_set(scale_set.id, name="revived")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", r"/agents$"), ("DELETE", r"/agents/\d+$")],
+    ids=["while-looking-up", "while-removing"],
+)
+async def test_cancelling_the_reconciliation_at_each_step_leaves_the_client_usable(
+    sim: Simulator, client: ScaleSetClient, method: str, path: str
+) -> None:
+    scale_set = await client.create_scale_set(RunnerScaleSet(name="s", runner_group_id=1))
+    await add_fault(sim, method="POST", path="generatejitconfig$", status=503, after=True)
+    stall = await add_fault(sim, method=method, path=path, delay=30)
+    task = asyncio.create_task(client.generate_jit_config(scale_set.id, runner_name="s-cut"))
+    await eventually(lambda: fault_hits(sim, stall), message=f"the {method} on its way")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await control(sim, "DELETE", "/_sim/faults")
+    # The half-done registration is reconciled by the next attempt, as after a lost answer.
+    jit = await client.generate_jit_config(scale_set.id, runner_name="s-cut")
+    assert [r["id"] for r in sim.state.snapshot()["runners"]] == [jit.runner_id]

@@ -6,15 +6,18 @@ import asyncio
 import io
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from runscaler.errors import UserError
 from runscaler.github.auth import AppCredentials, Credentials, TokenCredentials
-from runscaler.github.errors import AuthError
+from runscaler.github.errors import AuthError, CredentialsUnavailableError
 from runscaler.github.models import RunnerScaleSet
 from runscaler.logs import secrets
+from runscaler.manifest.secrets import resolve_secret
 from tests.integration.githubkit import (
     RecordingTransport,
     add_fault,
@@ -242,3 +245,21 @@ async def test_debug_logs_never_contain_a_token_key_or_jit_config(
     for line in pem.splitlines()[1:-1]:
         assert line not in text
     secrets.discard(jit.encoded)
+
+
+async def test_a_file_secret_gone_at_a_refresh_is_an_auth_error_with_the_cause_chained(
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("ghp_from-a-file-1234567\n")
+
+    def from_file() -> TokenCredentials:
+        return TokenCredentials(resolve_secret(f"file:{secret}", base_dir=tmp_path))
+
+    async with simulator() as sim, make_client(sim, credentials=from_file) as client:
+        await client.check_credentials()
+        secret.unlink()
+        with pytest.raises(CredentialsUnavailableError, match="file:") as caught:
+            await client.check_credentials()
+    assert isinstance(caught.value, AuthError)
+    assert isinstance(caught.value.__cause__, UserError)

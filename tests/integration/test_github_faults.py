@@ -8,7 +8,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from runscaler.github.client import ScaleSetClient
-from runscaler.github.errors import RateLimitedError, ServiceError, SessionConflictError
+from runscaler.github.errors import (
+    RateLimitedError,
+    ServiceError,
+    SessionConflictError,
+    TransportError,
+)
 from runscaler.github.models import RunnerScaleSet
 from runscaler.github.retrying import RetryPolicy
 from runscaler.simulator.server import Simulator
@@ -150,3 +155,27 @@ async def test_an_unreachable_service_is_a_transport_error_after_all_attempts() 
     assert str(caught.value).endswith(
         "giving up after 3 attempts; check the network, the proxy settings and github.url"
     )
+
+
+@pytest.mark.parametrize("status", [307, 308])
+async def test_a_307_or_308_is_followed_with_the_same_method_and_body(
+    sim: Simulator, client: ScaleSetClient, wire: RecordingTransport, status: int
+) -> None:
+    fault = await add_fault(sim, method="POST", path=SCALE_SETS, status=status)
+    created = await client.create_scale_set(
+        RunnerScaleSet(name="moved", runner_group_id=1, labels=("moved", "x64"))
+    )
+    assert (created.name, created.labels) == ("moved", ("moved", "x64"))
+    assert await fault_hits(sim, fault) == 1
+    first, again = wire.matching("POST", SCALE_SETS)
+    assert again.body == first.body and b'"moved"' in again.body
+    assert again.headers["authorization"] == first.headers["authorization"]  # same origin
+
+
+async def test_redirects_stop_after_ten_hops(
+    sim: Simulator, client: ScaleSetClient, wire: RecordingTransport
+) -> None:
+    fault = await add_fault(sim, method="GET", path=SCALE_SETS, times=-1, status=302)
+    with pytest.raises(TransportError, match="redirects"):
+        await client.get_scale_set(runner_group_id=1, name="linux")
+    assert await fault_hits(sim, fault) == 11  # the request and ten redirects, not retried

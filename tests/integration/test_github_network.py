@@ -1,4 +1,5 @@
-"""The client's network settings over real loopback sockets: an extra CA bundle, a proxy."""
+"""The client's network settings over real loopback sockets: an extra CA bundle, proxies
+(HTTP and SOCKS5, from the manifest or the environment) and NO_PROXY."""
 
 from __future__ import annotations
 
@@ -180,7 +181,8 @@ class ForwardProxy:
             writer.close()
 
 
-async def test_requests_go_through_the_configured_proxy() -> None:
+async def test_requests_go_through_the_configured_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_PROXY")  # the suite exempts every host from proxies
     proxy = ForwardProxy()
     server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -205,3 +207,110 @@ async def test_requests_go_through_the_configured_proxy() -> None:
     assert proxy.proxy_authorization and proxy.proxy_authorization[0].startswith("Basic ")
     assert secrets.redact("proxy-secret-42") == "***"
     secrets.discard("proxy-secret-42")
+
+
+class Socks5Proxy:
+    """A SOCKS5 proxy on loopback (no authentication, CONNECT only) that notes each target."""
+
+    def __init__(self) -> None:
+        self.targets: list[tuple[str, int]] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Socks5Proxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        return f"socks5://127.0.0.1:{self.port}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            _version, methods = await reader.readexactly(2)
+            await reader.readexactly(methods)
+            writer.write(b"\x05\x00")  # no authentication
+            _version, command, _reserved, kind = await reader.readexactly(4)
+            if kind == 1:
+                host = str(ipaddress.IPv4Address(await reader.readexactly(4)))
+            else:
+                host = (await reader.readexactly((await reader.readexactly(1))[0])).decode()
+            port = int.from_bytes(await reader.readexactly(2), "big")
+            assert command == 1 and ipaddress.ip_address(host).is_loopback
+            self.targets.append((host, port))
+            up_reader, up_writer = await asyncio.open_connection(host, port)
+            writer.write(b"\x05\x00\x00\x01" + bytes(4) + bytes(2))
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await source.read(65536):
+            sink.write(chunk)
+            await sink.drain()
+    finally:
+        sink.close()
+
+
+def _sim_address(url: str) -> tuple[str, int]:
+    parts = httpx.URL(url)
+    assert parts.host and parts.port
+    return parts.host, parts.port
+
+
+async def test_requests_go_through_a_socks5_proxy_from_the_manifest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NO_PROXY")
+    async with Socks5Proxy() as proxy, simulator() as sim:
+        client = ScaleSetClient(
+            config_url=sim.config_url("acme"),
+            credentials=lambda: TokenCredentials(TOKEN),
+            proxy=proxy.url,
+            retry=FAST,
+        )
+        async with client:
+            assert await client.get_scale_set(runner_group_id=1, name="linux") is None
+    assert proxy.targets and set(proxy.targets) == {_sim_address(sim.url)}
+
+
+async def test_a_socks5_all_proxy_from_the_environment_is_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NO_PROXY")
+    async with Socks5Proxy() as proxy, simulator() as sim:
+        monkeypatch.setenv("ALL_PROXY", proxy.url)
+        client = ScaleSetClient(
+            config_url=sim.config_url("acme"),
+            credentials=lambda: TokenCredentials(TOKEN),
+            retry=FAST,
+        )
+        async with client:
+            assert await client.get_scale_set(runner_group_id=1, name="linux") is None
+    assert set(proxy.targets) == {_sim_address(sim.url)}
+
+
+async def test_no_proxy_exempts_a_host_from_the_manifests_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NO_PROXY", "example.invalid, 127.0.0.1")
+    async with Socks5Proxy() as proxy, simulator() as sim:
+        client = ScaleSetClient(
+            config_url=sim.config_url("acme"),
+            credentials=lambda: TokenCredentials(TOKEN),
+            proxy=proxy.url,
+            retry=FAST,
+        )
+        async with client:
+            assert await client.get_scale_set(runner_group_id=1, name="linux") is None
+    assert proxy.targets == []

@@ -15,14 +15,17 @@ from runscaler.github.errors import (
     TokenExpiredError,
 )
 from runscaler.github.models import JobAssigned, JobAvailable, RunnerScaleSet
+from runscaler.simulator.realism import Realism
 from runscaler.simulator.server import Simulator
 from tests.integration.githubkit import (
     RecordingTransport,
     add_fault,
     control,
+    fault_hits,
     make_client,
     simulator,
 )
+from tests.integration.simkit import QUICK
 
 QUEUE = r"^/_broker/scalesets/message"
 SESSIONS = r"/_apis/runtime/runnerscalesets/\d+/sessions/"
@@ -212,3 +215,47 @@ async def test_a_scale_set_deleted_while_listening_is_not_found_on_the_next_poll
     assert "the scale set was deleted on GitHub; create it again" in str(caught.value)
     await session.close()  # the session went with the scale set: closing is still quiet
     assert session.closed
+
+
+async def test_the_cursor_belongs_to_one_session_and_a_new_session_starts_at_zero(
+    wire: RecordingTransport,
+) -> None:
+    async with simulator(realism=Realism(scale=QUICK.scale, message_id_offsets=[900, 5])) as sim:
+        async with make_client(sim, transport=wire) as other:
+            created = await other.create_scale_set(RunnerScaleSet(name="ids", runner_group_id=1))
+            first = await other.create_session(created.id, owner="host-a")
+            sim.add_jobs(["ids"])
+            message = await first.get_message(max_capacity=1)
+            assert message is not None and message.message_id == 100_000_901
+            assert not first.seen(message)
+            first.mark_handled(message.message_id)
+            assert first.seen(message) and first.last_message_id == 100_000_901
+            await first.close()
+
+            second = await other.create_session(created.id, owner="host-a")
+            try:
+                assert second.last_message_id == 0
+                # The job is offered again in the new session, numbered from its own start.
+                again = await second.get_message(max_capacity=1)
+                assert again is not None and again.message_id == 100_000_006
+                assert not second.seen(again)
+                polls = wire.matching("GET", QUEUE)
+                assert polls[-1].query == ""  # no cursor carried over
+            finally:
+                await second.close()
+
+
+async def test_an_empty_200_from_the_long_poll_is_no_message(
+    sim: Simulator, client: ScaleSetClient, scale_set: RunnerScaleSet
+) -> None:
+    # Seen from the live broker (ARC #4470, #4285): 200 OK with no body.
+    fault = await add_fault(sim, method="GET", path=QUEUE, empty=True)
+    session = await client.create_session(scale_set.id, owner="host-a")
+    try:
+        assert await session.get_message(max_capacity=1) is None
+        assert await fault_hits(sim, fault) == 1
+        sim.add_jobs(["linux"])
+        message = await session.get_message(max_capacity=1)
+        assert message is not None and len(message.jobs) == 1
+    finally:
+        await session.close()

@@ -11,15 +11,16 @@ from typing import Any
 import httpx
 import pytest
 
-from runscaler.simulator.server import Simulator, SimulatorOptions, serve_simulator
-from tests.integration.simkit import connect
+from runscaler.simulator.faults import parse_fault
+from runscaler.simulator.server import Simulator, serve_simulator
+from tests.integration.simkit import connect, sim_options
 
 TOKEN_PATH = "/api/v3/orgs/acme/actions/runners/registration-token"
 
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
-    async with serve_simulator(SimulatorOptions(poll_wait=0.2)) as simulator:
+    async with serve_simulator(sim_options(poll_wait=0.2)) as simulator:
         yield simulator
 
 
@@ -128,3 +129,49 @@ async def test_a_malformed_fault_is_refused_with_the_reason(
         400,
         {"error": "status must be an HTTP status code"},
     )
+
+
+async def test_an_empty_fault_answers_200_with_no_body(
+    http: httpx.AsyncClient, sim: Simulator
+) -> None:
+    await fault(http, sim, method="POST", path="registration-token$", empty=True)
+    response = await registration(http, sim)
+    assert (response.status_code, response.content) == (200, b"")
+    assert (await registration(http, sim)).status_code == 201
+
+
+async def test_an_after_fault_applies_the_request_and_loses_its_answer(
+    http: httpx.AsyncClient, sim: Simulator
+) -> None:
+    service = await connect(http, sim)
+    await fault(http, sim, method="POST", path="runnerscalesets$", status=503, after=True)
+    lost = await service.request(
+        "POST",
+        "_apis/runtime/runnerscalesets",
+        json={"name": "applied", "runnerGroupId": 1, "labels": [], "RunnerSetting": {}},
+    )
+    assert lost.status_code == 503
+    assert [s["name"] for s in sim.state.snapshot()["scaleSets"]] == ["applied"]
+    dropped = await fault(http, sim, method="POST", path="runnerscalesets$", drop=True, after=True)
+    assert dropped > 0
+    with pytest.raises(httpx.RemoteProtocolError):
+        await service.request(
+            "POST",
+            "_apis/runtime/runnerscalesets",
+            json={"name": "also", "runnerGroupId": 1, "labels": [], "RunnerSetting": {}},
+        )
+    assert len(sim.state.snapshot()["scaleSets"]) == 2
+
+
+async def test_a_redirect_fault_points_at_the_same_url(
+    http: httpx.AsyncClient, sim: Simulator
+) -> None:
+    await fault(http, sim, method="POST", path="registration-token$", status=307)
+    response = await registration(http, sim)
+    assert response.status_code == 307
+    assert response.headers["Location"] == f"{sim.url}{TOKEN_PATH}"
+
+
+def test_after_needs_the_answer_that_replaces_the_real_one() -> None:
+    with pytest.raises(ValueError, match="after needs status or drop"):
+        parse_fault({"path": "x", "after": True, "bom": True}, fault_id=1)

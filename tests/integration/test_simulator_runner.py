@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from runscaler.simulator.runner import RUNNER_IMAGE, build_runner_image, runner_script
-from runscaler.simulator.server import Simulator, SimulatorOptions, serve_simulator
-from tests.integration.simkit import QueueSession, Service, connect
+from runscaler.simulator.server import Simulator, serve_simulator
+from tests.integration.simkit import QueueSession, Service, connect, sim_options
 from tests.waiting import eventually
 
 FLEET_LABEL = "dev.runscaler.fleet"
@@ -80,7 +80,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def fleet(http: httpx.AsyncClient) -> AsyncIterator[Fleet]:
-    options = SimulatorOptions(poll_wait=0.2, runner_lost_timeout=0.5)
+    options = sim_options(poll_wait=0.2, runner_lost_timeout=0.5)
     async with serve_simulator(options) as sim:
         yield await open_fleet(http, sim)
 
@@ -238,7 +238,7 @@ async def test_a_killed_runner_is_lost_and_its_job_fails(fleet: Fleet, start_run
 async def test_a_redispatched_job_is_still_taken_by_a_runner(
     http: httpx.AsyncClient, start_runner: Start
 ) -> None:
-    async with serve_simulator(SimulatorOptions(poll_wait=0.2, redispatch_interval=0.2)) as sim:
+    async with serve_simulator(sim_options(poll_wait=0.2, redispatch_interval=0.2)) as sim:
         fleet = await open_fleet(http, sim)
         job = await fleet.assigned_job(duration=0)
         await eventually(lambda: sim.state.jobs[job].redispatches >= 1, message="re-dispatch")
@@ -263,7 +263,7 @@ async def test_a_stopped_runner_exits_at_once_on_sigterm(fleet: Fleet, start_run
 async def test_the_runner_retries_an_unreachable_simulator_for_a_bounded_time(
     http: httpx.AsyncClient, start_runner: Start
 ) -> None:
-    async with serve_simulator(SimulatorOptions(poll_wait=0.2)) as sim:
+    async with serve_simulator(sim_options(poll_wait=0.2)) as sim:
         fleet = await open_fleet(http, sim)
         jit = await fleet.jit("linux-1")
         process = await start_runner(jit, RUNSCALER_SIM_RUNNER_RETRY="2")
@@ -281,12 +281,12 @@ async def test_the_runner_retries_an_unreachable_simulator_for_a_bounded_time(
 async def test_a_runner_outliving_a_simulator_restart_learns_it_is_unknown(
     http: httpx.AsyncClient, start_runner: Start
 ) -> None:
-    async with serve_simulator(SimulatorOptions(poll_wait=0.2)) as sim:
+    async with serve_simulator(sim_options(poll_wait=0.2)) as sim:
         port = int(sim.url.rsplit(":", 1)[1])
         fleet = await open_fleet(http, sim)
         process = await start_runner(await fleet.jit("linux-1"), RUNSCALER_SIM_RUNNER_RETRY="30")
         await eventually(lambda: sim.state.runners[1].last_seen is not None, message="connect")
-    async with serve_simulator(SimulatorOptions(poll_wait=0.2), port=port):
+    async with serve_simulator(sim_options(poll_wait=0.2), port=port):
         exited = await finished(process)
     assert exited.code == 2 and "is not registered with the simulator" in exited.err
 

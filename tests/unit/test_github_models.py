@@ -35,13 +35,12 @@ STATS = {
 }
 
 
-def test_the_user_agent_is_compact_json_in_the_go_field_order() -> None:
-    agent = UserAgent(commit_sha="abc", scale_set_id=12)
+def test_the_user_agent_names_runscaler_its_version_and_the_scale_set_once_known() -> None:
     v = __version__
-    assert str(agent) == (
-        f'{{"system":"runscaler","version":"{v}","commit_sha":"abc","scale_set_id":12,'
-        f'"subsystem":"listener","build_version":"{v}","build_commit_sha":"","kind":"scaleset"}}'
-    )
+    assert str(UserAgent()) == f"runscaler/{v} (listener) ScaleSetID/NA"
+    assert str(UserAgent(scale_set_id=12)) == f"runscaler/{v} (listener) ScaleSetID/12"
+    # Nothing borrowed from the Go library's identity.
+    assert "kind" not in str(UserAgent(scale_set_id=12))
 
 
 def test_statistics_read_every_field() -> None:

@@ -14,11 +14,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from httpx._utils import URLPattern as httpx_pattern
 
 from runscaler.errors import ConfigurationError
-from runscaler.github.errors import RateLimitedError, ServiceError, TransportError
+from runscaler.github.errors import (
+    ClientClosedError,
+    GitHubError,
+    RateLimitedError,
+    ServiceError,
+    TransportError,
+)
 from runscaler.github.retrying import RetryPolicy
-from runscaler.github.transport import Sender, build_http_client, ssl_context
+from runscaler.github.transport import Sender, build_http_client, no_proxy_mounts, ssl_context
 from runscaler.logs import secrets
 
 URL = "http://127.0.0.1:9/x"
@@ -192,3 +199,57 @@ async def test_a_proxy_password_is_registered_as_a_secret() -> None:
     await client.aclose()
     assert secrets.redact("proxy-password-1") == "***"
     secrets.discard("proxy-password-1")
+
+
+def test_the_operating_systems_trust_store_is_trusted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A GHES CA (or a TLS-inspecting proxy's) installed system-wide must work, as with curl.
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    system = {c["serialNumber"] for c in ssl.create_default_context().get_ca_certs()}
+    if not system:
+        pytest.skip("this machine's OpenSSL loads no CA file from the system store")
+    ours = {c["serialNumber"] for c in ssl_context(None).get_ca_certs()}
+    assert system <= ours
+
+
+async def test_a_call_on_a_closed_client_is_a_github_error_with_the_cause_chained() -> None:
+    transport, _ = _statuses(200)
+    sender = _sender(transport, Recorder())
+    await sender.http.aclose()
+    with pytest.raises(ClientClosedError, match="client was closed") as caught:
+        await sender.send("GET", URL, what="x", headers={})
+    assert isinstance(caught.value, GitHubError)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+async def test_a_socks_proxy_from_the_environment_is_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # httpx reads ALL_PROXY (Go does not); without socksio this raised ImportError.
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:9")
+    client = build_http_client(proxy=None, ca_bundle=None, timeout=1.0, transport=None)
+    await client.aclose()
+    client = build_http_client(
+        proxy="socks5h://127.0.0.1:9", ca_bundle=None, timeout=1.0, transport=None
+    )
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "direct", "proxied"),
+    [
+        ("", [], ["https://ghe.corp/api"]),
+        ("*", ["https://ghe.corp/api", "http://127.0.0.1:1/"], []),
+        ("ghe.corp", ["https://ghe.corp/x", "https://a.ghe.corp/x"], ["https://xghe.corp/x"]),
+        (" .corp , 10.1.2.3", ["https://ghe.corp/x", "http://10.1.2.3:8/"], ["https://api.io/"]),
+        ("::1", ["http://[::1]:8/"], ["http://127.0.0.1:8/"]),
+    ],
+)
+def test_no_proxy_exempts_hosts_from_the_manifests_proxy(
+    no_proxy: str, direct: list[str], proxied: list[str]
+) -> None:
+    mounts = {httpx_pattern(p) for p in no_proxy_mounts({"NO_PROXY": no_proxy})}
+    for url in direct:
+        assert any(p.matches(httpx.URL(url)) for p in mounts), url
+    for url in proxied:
+        assert not any(p.matches(httpx.URL(url)) for p in mounts), url

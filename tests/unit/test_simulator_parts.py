@@ -23,7 +23,7 @@ from runscaler.simulator.tokens import Tokens, app_jwt_issuer, bearer
 @pytest.mark.parametrize(
     ("spec", "error"),
     [
-        ({"path": "x"}, "needs at least one of status, drop, bom or delay"),
+        ({"path": "x"}, "needs at least one of status, drop, bom, empty or delay"),
         ({"path": "(", "status": 500}, "path is not a valid regex"),
         ({"path": "x", "status": 42}, "status must be an HTTP status code"),
         ({"path": "x", "status": 500, "times": 0}, "times must be a positive count"),
@@ -168,3 +168,35 @@ def test_bad_listen_addresses_are_refused_in_one_line(text: str, message: str) -
     with pytest.raises(ConfigurationError) as refused:
         parse_listen(text, allow_remote=False)
     assert str(refused.value) == message
+
+
+def test_the_habit_flags_make_the_realism() -> None:
+    import argparse
+
+    from runscaler.commands.simulator import configure, realism_from
+    from runscaler.simulator.realism import IDEAL, Realism
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    assert realism_from(parser.parse_args([])) == Realism()
+    assert realism_from(parser.parse_args(["--ideal"])) == IDEAL
+    chosen = realism_from(
+        parser.parse_args(
+            [
+                "--ideal",
+                "--event-delay",
+                "1-3",
+                "--start-delay",
+                "0.5",
+                "--habit-scale",
+                "0.1",
+                "--ghes-without-custom-labels",
+                "--seed",
+                "7",
+            ]
+        )
+    )
+    assert (chosen.event_delay, chosen.start_delay, chosen.scale) == ((1.0, 3.0), (0.5, 0.5), 0.1)
+    assert (chosen.custom_labels, chosen.seed, chosen.per_session_message_ids) == (False, 7, False)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--event-delay", "3-1"])

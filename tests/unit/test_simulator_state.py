@@ -7,14 +7,16 @@ from typing import Any
 
 import pytest
 
+from runscaler.simulator.realism import IDEAL, Realism
 from runscaler.simulator.records import ApiError, type_name
 from runscaler.simulator.state import SimState
 
 T0 = 1_000_000.0
 
 
-def make_state(**timings: float) -> tuple[SimState, str]:
-    state = SimState(base_url="http://sim", **timings)
+def make_state(realism: Realism = IDEAL, **timings: float) -> tuple[SimState, str]:
+    """A state without the live service's habits: each rule on its own (they have tests too)."""
+    state = SimState(base_url="http://sim", realism=realism, **timings)
     return state, state.tenant_for("acme")
 
 
@@ -90,7 +92,7 @@ def test_a_waiting_job_is_dispatched_when_a_scale_set_appears_or_is_relabelled()
 
 
 def test_a_job_for_a_repository_only_matches_scale_sets_of_its_scope() -> None:
-    state = SimState()
+    state = SimState(realism=IDEAL)
     other_org = state.tenant_for("globex")
     repo = state.tenant_for("acme/web")
     add_set(state, other_org, "globex-linux", ["linux"])

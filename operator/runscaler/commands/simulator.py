@@ -13,6 +13,7 @@ simulator from their containers.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import os
 import sys
@@ -23,6 +24,7 @@ from runscaler.errors import ConfigurationError, UserError
 from runscaler.simulator.runner import RUNNER_IMAGE
 
 if TYPE_CHECKING:
+    from runscaler.simulator.realism import Realism
     from runscaler.simulator.server import SimulatorOptions
 
 HELP = "run the GitHub simulator alone: try a fleet, a test or a demo without GitHub"
@@ -31,6 +33,8 @@ EXAMPLES = """\
   runscaler simulator --listen 127.0.0.1:9000 --build-runner-image
   runscaler simulator --listen 127.0.0.1:9000 --poll-wait 5
   runscaler simulator --token s3cret --redispatch-interval 60
+  runscaler simulator --habit-scale 0.1 --ghes-without-custom-labels
+  runscaler simulator --ideal            # none of the live service's habits
   curl -d '{"labels": ["linux"], "count": 3, "duration": 10}' http://127.0.0.1:9000/_sim/jobs
   curl http://127.0.0.1:9000/_sim/state"""
 
@@ -43,6 +47,96 @@ def _seconds(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds >= 0")
     return value
+
+
+def _span(text: str) -> tuple[float, float]:
+    """`LOW-HIGH` or `SECONDS` (both ends the same); `0` turns the habit off."""
+    low_text, _, high_text = text.partition("-")
+    try:
+        low = _seconds(low_text.strip())
+        high = _seconds(high_text.strip()) if high_text else low
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a range of seconds: give LOW-HIGH (like 0.5-2) or one number"
+        ) from None
+    if high < low:
+        raise argparse.ArgumentTypeError(f"{text!r}: the range must be LOW-HIGH with LOW <= HIGH")
+    return (low, high)
+
+
+def _configure_habits(parser: argparse.ArgumentParser) -> None:
+    from runscaler.simulator.realism import Realism
+
+    habits = parser.add_argument_group(
+        "the live service's habits (all on by default, as on GitHub)"
+    )
+    habits.add_argument(
+        "--ideal", action="store_true", help="turn every habit below off (an idealised GitHub)"
+    )
+    defaults = Realism()
+    spans = (
+        (
+            "--start-delay",
+            defaults.start_delay,
+            "a runner starts its job this long after taking it",
+        ),
+        ("--event-delay", defaults.event_delay, "JobStarted and JobCompleted arrive this late"),
+        (
+            "--registration-linger",
+            defaults.registration_linger,
+            "a finished ephemeral runner stays registered this long",
+        ),
+    )
+    for flag, (low, high), text in spans:
+        habits.add_argument(
+            flag,
+            type=_span,
+            default=None,
+            metavar="LOW-HIGH",
+            help=f"{text}; 0 turns it off (default {low:g}-{high:g})",
+        )
+    habits.add_argument(
+        "--habit-scale",
+        type=_seconds,
+        default=1.0,
+        metavar="X",
+        help="multiply every habit's delay by X, e.g. 0.05 for tests (default 1)",
+    )
+    habits.add_argument(
+        "--global-message-ids",
+        action="store_true",
+        help="number messages with one counter instead of per session (restarting near 1e8)",
+    )
+    habits.add_argument(
+        "--apply-label-updates",
+        action="store_true",
+        help="apply label PATCHes (GitHub answers 200 and discards them)",
+    )
+    habits.add_argument(
+        "--ghes-without-custom-labels",
+        action="store_true",
+        help="act as a GHES without DistributedTask.AllowRunnerScaleSetCustomLabels: "
+        "a scale set keeps only its name as a label",
+    )
+    habits.add_argument("--seed", type=int, help="seed the random delays and message ids")
+
+
+def realism_from(args: argparse.Namespace) -> Realism:
+    """The habits the flags ask for: --ideal first, then each flag given on top."""
+    from runscaler.simulator.realism import IDEAL, Realism
+
+    base = IDEAL if args.ideal else Realism()
+    changes: dict[str, object] = {"scale": args.habit_scale, "seed": args.seed}
+    for name in ("start_delay", "event_delay", "registration_linger"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.global_message_ids:
+        changes["per_session_message_ids"] = False
+    if args.apply_label_updates:
+        changes["ignore_label_updates"] = False
+    if args.ghes_without_custom_labels:
+        changes["custom_labels"] = False
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +182,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=("debug", "info", "warning", "error"),
         help="least severe log lines shown (default: %(default)s)",
     )
+    _configure_habits(parser)
 
 
 def parse_listen(text: str, *, allow_remote: bool) -> tuple[str, int]:
@@ -208,6 +303,7 @@ def main(args: argparse.Namespace) -> int:
         redispatch_interval=args.redispatch_interval,
         app_public_key=_read_app_key(args.app_key),
         runner_lost_timeout=args.runner_lost_timeout,
+        realism=realism_from(args),
     )
     setup_logging(args.log_level)
     note = runner_image_note(build=args.build_runner_image)

@@ -126,8 +126,10 @@ class Listener:
         self.last_error: str | None = None
         self.scale_set_id: int | None = None
         self.statistics: Statistics | None = None
+        # Why GitHub's labels differ from the manifest's, while they do (for /status).
+        self.label_mismatch: str | None = None
+        self._patches_tried: set[tuple[str, object]] = set()
         self._session: MessageSession | None = None
-        self._last_message_id = 0
         self._repoll = asyncio.Event()
         self.scale_set_known = asyncio.Event()
 
@@ -200,6 +202,7 @@ class Listener:
                 )
             )
             log.info("%s: created the scale set on GitHub (id %d)", self._name, existing.id)
+            self._check_labels(existing)
         else:
             existing = await self._patch_if_needed(existing, group_id=group_id)
         self.scale_set_id = existing.id
@@ -221,31 +224,52 @@ class Listener:
     async def _patch_if_needed(
         self, existing: RunnerScaleSet, *, group_id: int | None = None
     ) -> RunnerScaleSet:
+        """Labels are never PATCHed: GitHub answers 200 and discards them (ARC #4424), so a
+        label change means re-creating the scale set. Other fields are PATCHed once per
+        wanted value: a field the service ignores is not sent again and again."""
         if group_id is None:
             group_id = await self.client.get_runner_group_id(self.settings.runner_group)
-        wanted_labels = {label.lower() for label in self.settings.labels}
-        have_labels = {label.lower() for label in existing.labels}
         changes: dict[str, object] = {}
-        if wanted_labels != have_labels:
-            changes["labels"] = list(self.settings.labels)
         if existing.runner_group_id != group_id:
             changes["runner_group_id"] = group_id
         if not existing.disable_update:
             changes["disable_update"] = True
-        if not changes:
-            return existing
-        log.info("%s: updating the scale set on GitHub: %s", self._name, ", ".join(changes))
-        return await self.client.update_scale_set(
-            existing.id,
-            labels=list(self.settings.labels) if "labels" in changes else None,
-            runner_group_id=group_id if "runner_group_id" in changes else None,
-            disable_update=True if "disable_update" in changes else None,
+        tried = {change for change in changes.items() if change in self._patches_tried}
+        for field, value in tried:
+            log.debug("%s: GitHub kept %s despite an update to %r", self._name, field, value)
+            del changes[field]
+        if changes:
+            log.info("%s: updating the scale set on GitHub: %s", self._name, ", ".join(changes))
+            existing = await self.client.update_scale_set(
+                existing.id,
+                runner_group_id=group_id if "runner_group_id" in changes else None,
+                disable_update=True if "disable_update" in changes else None,
+            )
+            self._patches_tried.update(changes.items())
+        self._check_labels(existing)
+        return existing
+
+    def _check_labels(self, scale_set: RunnerScaleSet) -> None:
+        """Say once (log and `label_mismatch`) that GitHub's labels are not the manifest's."""
+        wanted = {label.lower() for label in self.settings.labels}
+        have = {label.lower() for label in scale_set.labels}
+        if wanted == have:
+            self.label_mismatch = None
+            return
+        text = (
+            f"GitHub has the labels {', '.join(sorted(have)) or '(none)'} but the manifest "
+            f"wants {', '.join(sorted(wanted))}: jobs asking for the others stay queued. GitHub "
+            "ignores label changes of an existing scale set (it must be re-created), and a "
+            "GitHub Enterprise Server keeps only the name unless the feature flag "
+            "DistributedTask.AllowRunnerScaleSetCustomLabels is on"
         )
+        if text != self.label_mismatch:
+            log.warning("%s: %s", self._name, text)
+        self.label_mismatch = text
 
     def _forget_scale_set(self) -> None:
         self.scale_set_id = None
         self.scale_set_known.clear()
-        self._last_message_id = 0
         self._state_file.update(self._key, scale_set_id=None, session_id=None)
 
     def _remember(self, *, session_id: str | None) -> None:
@@ -317,12 +341,7 @@ class Listener:
         """Long-poll once; a live settings change interrupts the poll so the new capacity
         header goes out at once (an unread message is simply redelivered)."""
         self._repoll.clear()
-        poll = asyncio.ensure_future(
-            session.get_message(
-                last_message_id=self._last_message_id,
-                max_capacity=self.settings.max_runners,
-            )
-        )
+        poll = asyncio.ensure_future(session.get_message(max_capacity=self.settings.max_runners))
         wake = asyncio.ensure_future(self._repoll.wait())
         try:
             await asyncio.wait({poll, wake}, return_when=asyncio.FIRST_COMPLETED)
@@ -335,7 +354,7 @@ class Listener:
         return poll.result()
 
     async def _handle(self, session: MessageSession, message: Message) -> None:
-        if message.message_id <= self._last_message_id:
+        if session.seen(message):
             # Redelivered after we handled it (the acknowledgement was lost): ack only.
             await session.delete_message(message.message_id)
             return
@@ -350,7 +369,7 @@ class Listener:
                 self._hooks.job_started(job)
             elif isinstance(job, JobCompleted):
                 self._hooks.job_completed(job)
-        self._last_message_id = message.message_id
+        session.mark_handled(message.message_id)
         self._publish_desired()
 
     def _publish_desired(self) -> None:

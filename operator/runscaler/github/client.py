@@ -7,6 +7,7 @@ failures are `GitHubError`s: nothing from httpx leaves this package.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -232,6 +233,8 @@ class ScaleSetClient:
             conflict=SessionConflictError,
         )
         info = self.parse_session(response, what)
+        if self.user_agent.scale_set_id != scale_set_id:
+            self.user_agent = dataclasses.replace(self.user_agent, scale_set_id=scale_set_id)
         return MessageSession(client=self, scale_set_id=scale_set_id, info=info)
 
     async def delete_session(self, scale_set_id: int, session_id: str) -> None:
@@ -254,11 +257,41 @@ class ScaleSetClient:
     async def generate_jit_config(
         self, scale_set_id: int, *, runner_name: str, work_folder: str = ""
     ) -> JitConfig:
-        """Register a just-in-time runner (A10); RunnerExistsError if the name is taken.
+        """Register a just-in-time runner (A10).
+
+        A 409 `AgentExists` usually means an earlier attempt of this very call registered the
+        runner and its answer was lost (the request is retried on a 5xx or a broken
+        connection). As ARC does, the runner of that name is looked up: if it belongs to this
+        scale set it is ours, so it is removed and the registration made again; one of another
+        scale set is never touched (RunnerExistsError).
 
         The encoded config is registered as a secret; forget it (`secrets.discard`) when the
         runner is gone.
         """
+        try:
+            return await self._generate_jit_config(scale_set_id, runner_name, work_folder)
+        except RunnerExistsError as exc:
+            existing = await self.get_runner_by_name(runner_name)
+            if existing is not None and existing.runner_scale_set_id != scale_set_id:
+                raise RunnerExistsError(
+                    f"{exc}; it belongs to scale set {existing.runner_scale_set_id}, "
+                    "so it is left alone: give each scale set its own runner names",
+                    status=exc.status,
+                ) from exc
+            if existing is not None:
+                log.info(
+                    "runner %r (id %d) is already registered in scale set %d, most likely by "
+                    "an earlier attempt whose answer was lost; removing it and registering again",
+                    runner_name,
+                    existing.id,
+                    scale_set_id,
+                )
+                await self.remove_runner(existing.id)
+        return await self._generate_jit_config(scale_set_id, runner_name, work_folder)
+
+    async def _generate_jit_config(
+        self, scale_set_id: int, runner_name: str, work_folder: str
+    ) -> JitConfig:
         what = f"cannot register runner {runner_name!r} in scale set {scale_set_id}"
         response = await self._call(
             "POST",

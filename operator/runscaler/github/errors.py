@@ -7,7 +7,9 @@ a namespace and an assembly, so types are matched by substring.
 
     GitHubError(RunscalerError)
     ├── TransportError          cannot reach the service (after retries)
+    ├── ClientClosedError       the client was closed while a call was on its way
     ├── AuthError               401/403: bad token, missing scope, wrong App key
+    │   └── CredentialsUnavailableError  the token or App key cannot be read now
     ├── RateLimitedError        429 after retries
     ├── TokenExpiredError       message-queue 401 that survived one session refresh
     ├── SessionConflictError    409: another listener holds the scale set's session
@@ -60,8 +62,16 @@ class TransportError(GitHubError):
     """The service could not be reached, or the connection broke, on every attempt."""
 
 
+class ClientClosedError(GitHubError):
+    """The client was closed (its scale set stopped) while a call was on its way."""
+
+
 class AuthError(GitHubError):
     """The credentials were refused (401/403): a bad or expired token, or a missing scope."""
+
+
+class CredentialsUnavailableError(AuthError):
+    """The credentials could not be read (e.g. a `file:` secret went missing)."""
 
 
 class RateLimitedError(GitHubError):

@@ -268,30 +268,21 @@ class SessionInfo:
 
 @dataclass(frozen=True)
 class UserAgent:
-    """Who is calling, sent as the compact JSON User-Agent of protocol.md §1.2."""
+    """Who is calling, truthfully: `runscaler/<version> (<subsystem>) ScaleSetID/<id|NA>`.
+
+    Shaped like the plain-text User-Agent ARC sent for years. The Go library's JSON form is
+    not borrowed: its `build_*` fields and `kind:"scaleset"` describe that library's build,
+    which runscaler is not (protocol-notes.md).
+    """
 
     system: str = "runscaler"
     version: str = __version__
-    commit_sha: str = ""
-    scale_set_id: int = 0
     subsystem: str = "listener"
-    build_version: str = __version__
-    build_commit_sha: str = ""
-    kind: str = "scaleset"
+    scale_set_id: int = 0  # 0 until the client opens a session for its scale set
 
     def __str__(self) -> str:
-        # Field order is part of the format: dict order is insertion order.
-        fields = {
-            "system": self.system,
-            "version": self.version,
-            "commit_sha": self.commit_sha,
-            "scale_set_id": self.scale_set_id,
-            "subsystem": self.subsystem,
-            "build_version": self.build_version,
-            "build_commit_sha": self.build_commit_sha,
-            "kind": self.kind,
-        }
-        return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+        scale_set = str(self.scale_set_id) if self.scale_set_id > 0 else "NA"
+        return f"{self.system}/{self.version} ({self.subsystem}) ScaleSetID/{scale_set}"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,6 +3,10 @@
 The queue is reached with its own short-lived token. It is never refreshed ahead of time: a
 401 from the queue (or from acquirejobs) refreshes the session and the call is tried exactly
 once more; a second 401 is a `TokenExpiredError` and the listener opens a new session.
+
+The message cursor (`lastMessageId`) belongs to one session: the broker numbers messages per
+session (ids restart near 1e8 in a new one, ARC #4470), so a new session starts at 0 and a
+cursor is never carried from one session to the next.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class MessageSession:
         self._info = info
         self.statistics: Statistics = info.statistics or Statistics()
         self._closed = False
+        self._last_message_id = 0
 
     def __repr__(self) -> str:
         return (
@@ -71,16 +76,36 @@ class MessageSession:
     def closed(self) -> bool:
         return self._closed
 
-    async def get_message(self, *, last_message_id: int, max_capacity: int) -> Message | None:
-        """Long-poll the queue (Q1): the next message after `last_message_id`, or None when
-        the poll ended without one (202)."""
+    @property
+    def last_message_id(self) -> int:
+        """The id of the last message handled in this session (0 before the first)."""
+        return self._last_message_id
+
+    def seen(self, message: Message) -> bool:
+        """True for a message this session already handled (redelivered: its ack was lost)."""
+        return message.message_id <= self._last_message_id
+
+    def mark_handled(self, message_id: int) -> None:
+        """Move the cursor past a handled message; the next poll asks for what follows it."""
+        self._last_message_id = max(self._last_message_id, message_id)
+
+    async def get_message(
+        self, *, max_capacity: int, last_message_id: int | None = None
+    ) -> Message | None:
+        """Long-poll the queue (Q1): the next message after this session's cursor (or after
+        `last_message_id` when given), or None when the poll ended without one: a 202, or a
+        200 with an empty body, which the live broker sends too (ARC #4470, #4285)."""
         if max_capacity < 0:
             raise ValueError("max_capacity must not be negative")
+        cursor = self._last_message_id if last_message_id is None else last_message_id
         response = await self._with_refresh(
-            lambda: self._poll(last_message_id=last_message_id, max_capacity=max_capacity),
+            lambda: self._poll(last_message_id=cursor, max_capacity=max_capacity),
             what="get a message",
         )
         if response.status == 202:
+            return None
+        if not response.body.strip():
+            log.debug("%s: an empty 200 from the message queue; no message", self)
             return None
         what = f"cannot read a message of scale set {self.scale_set_id}"
         data = response.json(what)

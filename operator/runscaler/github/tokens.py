@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from runscaler.errors import RunscalerError
 from runscaler.github.auth import (
     AppCredentials,
     Credentials,
@@ -23,7 +24,13 @@ from runscaler.github.auth import (
     jwt_expiry,
     register_credentials,
 )
-from runscaler.github.errors import AuthError, GitHubError, ServiceError, classify_response
+from runscaler.github.errors import (
+    AuthError,
+    CredentialsUnavailableError,
+    GitHubError,
+    ServiceError,
+    classify_response,
+)
 from runscaler.github.transport import Response, Sender
 from runscaler.github.urls import registration_token_path
 from runscaler.logs import secrets
@@ -124,16 +131,27 @@ class AdminTokens:
         log.debug("new admin token for %s (expires %s)", self._config_url, new.expires_at)
         return new
 
-    async def _exchange(self) -> AdminConnection:
-        credentials = self._credentials()
+    def _read_credentials(self) -> Credentials:
+        try:
+            credentials = self._credentials()
+        except (RunscalerError, OSError) as exc:
+            if isinstance(exc, GitHubError):
+                raise
+            # A `file:` secret that went missing: callers handle GitHubErrors only.
+            raise CredentialsUnavailableError(str(exc)) from exc
         register_credentials(credentials)
+        return credentials
+
+    async def _exchange(self) -> AdminConnection:
+        credentials = self._read_credentials()
         try:
             registration = await self._registration_token(credentials)
         except AuthError as exc:
+            if isinstance(exc, CredentialsUnavailableError):
+                raise
             # A rotated `file:` secret shows up as a refusal: read the credentials again.
             log.info("GitHub refused the credentials (%s); reading them again", exc.status)
-            credentials = self._credentials()
-            register_credentials(credentials)
+            credentials = self._read_credentials()
             registration = await self._registration_token(credentials)
         try:
             return await self._admin_connection(registration)

@@ -3,6 +3,11 @@
 Everything httpx can raise stops here and comes out as a `GitHubError` with the cause chained,
 so the rest of the package (and its callers) handle one error tree. Bodies are read whole and
 a leading UTF-8 byte order mark is dropped, as the Actions service sometimes sends one.
+
+The connection behaves like the Go client's (protocol-notes.md): the operating system's trust
+store is trusted (plus `caBundle`), proxies come from the manifest or the environment, SOCKS
+included, `NO_PROXY` is honoured even for the manifest's proxy, and redirects are followed (a
+307/308 keeps its method and body) up to `MAX_REDIRECTS` hops.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import httpx
 
 from runscaler.errors import ConfigurationError
 from runscaler.github.errors import (
+    ClientClosedError,
     ServiceError,
     TransportError,
     classify_response,
@@ -40,6 +46,8 @@ from runscaler.logs import secrets
 log = logging.getLogger("runscaler.github")
 
 BOM = b"\xef\xbb\xbf"
+MAX_REDIRECTS = 10  # as Go's http.Client
+_PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -79,8 +87,8 @@ class Response:
 
 
 def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
-    """The default trust store (certifi, as httpx's own; or `SSL_CERT_FILE`/`SSL_CERT_DIR`),
-    plus the CAs in `ca_bundle` when given. Shared by every client that asks for the same
+    """The operating system's trust store and certifi's (or only `SSL_CERT_FILE`/`SSL_CERT_DIR`
+    when set), plus the CAs in `ca_bundle` when given. Shared by every client that asks for the same
     thing: loading a trust store costs about a MiB, and a fleet has a client per scale set."""
     try:
         stamp = ca_bundle.stat().st_mtime_ns if ca_bundle is not None else None
@@ -106,9 +114,12 @@ def _new_ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
     if cert_file or cert_dir:
         context = ssl.create_default_context(cafile=cert_file, capath=cert_dir)
     else:
-        import certifi  # httpx's own default trust store
+        # The OS store, as Go and curl trust it: a GHES CA or a TLS-inspecting proxy's CA
+        # installed system-wide must work. certifi too, for Pythons whose OpenSSL finds none.
+        import certifi
 
-        context = ssl.create_default_context(cafile=certifi.where())
+        context = ssl.create_default_context()
+        context.load_verify_locations(cafile=certifi.where())
     if ca_bundle is None:
         return context
     try:
@@ -127,21 +138,62 @@ def build_http_client(
     timeout: float,
     transport: httpx.AsyncBaseTransport | None,
 ) -> httpx.AsyncClient:
-    """The one httpx client of a ScaleSetClient; proxy settings come from the environment too."""
+    """The one httpx client of a ScaleSetClient; proxy settings come from the environment too
+    (`HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`), and `NO_PROXY` exempts hosts from `proxy`."""
     if proxy:
         password = urlsplit(proxy).password
         secrets.add(password)
+    for name in (*_PROXY_VARIABLES, *(n.lower() for n in _PROXY_VARIABLES)):
+        value = os.environ.get(name)
+        if value:
+            secrets.add(urlsplit(value).password)
     try:
         return httpx.AsyncClient(
             proxy=proxy or None,
+            mounts=no_proxy_mounts(os.environ) if proxy else None,
             verify=ssl_context(ca_bundle),
             timeout=httpx.Timeout(timeout),
             transport=transport,
-            follow_redirects=False,
+            follow_redirects=True,
+            max_redirects=MAX_REDIRECTS,
             trust_env=True,
         )
+    except ImportError as exc:  # a SOCKS proxy without socksio (a broken install)
+        raise ConfigurationError(
+            f"cannot use the proxy: {exc}; reinstall runscaler with its dependencies"
+        ) from exc
     except (ValueError, httpx.InvalidURL) as exc:
-        raise ConfigurationError(f"invalid proxy URL: {exc}; use http://HOST:PORT") from exc
+        raise ConfigurationError(
+            f"invalid proxy URL: {exc}; use http://HOST:PORT or socks5://HOST:PORT "
+            "(in github.proxy, HTTPS_PROXY or ALL_PROXY)"
+        ) from exc
+
+
+def no_proxy_mounts(environ: Mapping[str, str]) -> dict[str, httpx.AsyncBaseTransport | None]:
+    """`NO_PROXY` as httpx mounts that bypass the proxy (None: the direct transport).
+
+    httpx applies `NO_PROXY` only to proxies it read from the environment; Go applies it to
+    every proxy, and so do we. The patterns follow httpx's reading of the variable: `*` is
+    every host, `.example.com` and `example.com` match the host and its subdomains.
+    """
+    text = environ.get("NO_PROXY") or environ.get("no_proxy") or ""
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return {"all://": None}
+        if "://" in entry:
+            mounts[entry] = None
+            continue
+        host = entry.lstrip("*").lstrip(".")
+        if ":" in host and not host.startswith("["):
+            mounts[f"all://[{host}]"] = None  # an IPv6 address
+        elif host.replace(".", "").isdigit() or host.lower() == "localhost":
+            mounts[f"all://{host}"] = None
+        else:
+            mounts[f"all://*{host}"] = None  # the host and its subdomains
+    return mounts
 
 
 class Sender:
@@ -231,9 +283,17 @@ class Sender:
 
     async def _attempt(self, request: httpx.Request) -> Response:
         started = time.monotonic()
-        async with asyncio.timeout(self.timeout):
-            reply = await self.http.send(request)
-            body = strip_bom(reply.content)
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await self.http.send(request)
+                body = strip_bom(reply.content)
+        except RuntimeError as exc:
+            if not self.http.is_closed:
+                raise
+            # The scale set was stopped while this call was on its way: a GitHubError too.
+            raise ClientClosedError(
+                f"{request.method} {request.url}: the client was closed (its scale set stopped)"
+            ) from exc
         log.debug(
             "%s %s -> %d in %.0f ms",
             request.method,

@@ -283,6 +283,6 @@ class ActionsService:
 
     async def delete_runner(self, request: web.Request) -> web.Response:
         tenant = self._tenant(request)
-        self.core.state.remove_runner(tenant, path_int(request, "runner"))
+        self.core.state.remove_runner(tenant, path_int(request, "runner"), now=self.core.now())
         self.core.changed()
         return web.Response(status=204)

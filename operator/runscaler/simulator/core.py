@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from runscaler.simulator.faults import Faults
+from runscaler.simulator.realism import Realism
 from runscaler.simulator.state import SimState
 from runscaler.simulator.tokens import Tokens
 
@@ -34,6 +35,7 @@ class SimulatorOptions:
     app_public_key: str | None = None  # PEM; when set, App JWTs are verified against it
     runner_lost_timeout: float = 10.0  # a runner that has not reported this long after its
     #                                    job's work was done is lost: the job fails
+    realism: Realism = Realism()  # noqa: RUF009 (frozen) the live service's habits, all on
 
 
 class Notifier:
@@ -65,6 +67,7 @@ class Core:
             session_timeout=options.session_timeout,
             redispatch_interval=options.redispatch_interval,
             runner_lost_timeout=options.runner_lost_timeout,
+            realism=options.realism,
         )
         self.tokens = Tokens()
         self.faults = Faults()

@@ -1,18 +1,23 @@
 """Faults on demand: make the next N matching requests fail the way networks and GitHub do.
 
 `POST /_sim/faults {"method", "path", "times", "status", "retryAfter", "delay", "bom",
-"drop"}` schedules one. The middleware here applies the live faults matching a request
-(method and a regex searched in the path) before the real handler runs: wait `delay`, then
-drop the connection, or answer `status` (with `Retry-After`), or let the handler answer and
-put a UTF-8 BOM before its body. `times` -1 (or null) means every matching request. Every
-matching fault applies and counts the request (delays add up; the first status wins), so an
-"always a BOM" fault composes with a one-off 503. The control API (`/_sim/...`) is never
+"drop", "empty", "after"}` schedules one. The middleware here applies the live faults matching
+a request (method and a regex searched in the path) before the real handler runs: wait
+`delay`, then drop the connection, or answer `status` (with `Retry-After`; a 3xx redirects to
+the same URL), or answer 200 with an empty body (`empty`, as the live broker sometimes does),
+or let the handler answer and put a UTF-8 BOM before its body. With `after` the handler runs
+first and its answer is then lost (dropped, or replaced by `status`): the request took effect
+but the client never heard, which is how a retried request meets its own first attempt.
+`times` -1 (or null) means every matching request. Every matching fault applies and counts
+the request (delays add up; the first status wins), so an "always a BOM" fault composes with a
+one-off 503. The control API (`/_sim/...`) is never
 faulted, so a test can always clear faults.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -25,7 +30,18 @@ from aiohttp import web
 log = logging.getLogger(__name__)
 
 BOM = b"\xef\xbb\xbf"
-_FIELDS = {"method", "path", "times", "status", "retryAfter", "delay", "bom", "drop"}
+_FIELDS = {
+    "method",
+    "path",
+    "times",
+    "status",
+    "retryAfter",
+    "delay",
+    "bom",
+    "drop",
+    "empty",
+    "after",
+}
 
 
 @dataclass
@@ -39,6 +55,8 @@ class Fault:
     delay: float = 0.0
     bom: bool = False
     drop: bool = False
+    empty: bool = False
+    after: bool = False
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -60,6 +78,8 @@ class Fault:
             "delay": self.delay,
             "bom": self.bom,
             "drop": self.drop,
+            "empty": self.empty,
+            "after": self.after,
         }
 
 
@@ -93,9 +113,13 @@ def parse_fault(spec: object, *, fault_id: int) -> Fault:
         delay=_number(spec.get("delay", 0), "delay"),
         bom=bool(spec.get("bom", False)),
         drop=bool(spec.get("drop", False)),
+        empty=bool(spec.get("empty", False)),
+        after=bool(spec.get("after", False)),
     )
-    if not (fault.status or fault.drop or fault.bom or fault.delay):
-        raise ValueError("a fault needs at least one of status, drop, bom or delay")
+    if not (fault.status or fault.drop or fault.bom or fault.delay or fault.empty):
+        raise ValueError("a fault needs at least one of status, drop, bom, empty or delay")
+    if fault.after and not (fault.status or fault.drop):
+        raise ValueError("after needs status or drop: the answer that replaces the real one")
     return fault
 
 
@@ -152,6 +176,9 @@ def fault_middleware(faults: Faults) -> Any:
         delay = sum(f.delay for f in taken)
         if delay:
             await asyncio.sleep(delay)
+        if any(f.after for f in taken):
+            with contextlib.suppress(web.HTTPException):
+                await handler(request)  # it takes effect; its answer is lost below
         if any(f.drop for f in taken):
             if request.transport is not None:
                 request.transport.abort()
@@ -159,7 +186,9 @@ def fault_middleware(faults: Faults) -> Any:
             return web.Response(status=204)
         failing = next((f for f in taken if f.status is not None), None)
         if failing is not None:
-            response: web.StreamResponse = _fault_response(failing)
+            response: web.StreamResponse = _fault_response(failing, request)
+        elif any(f.empty for f in taken):
+            response = web.Response(status=200)
         else:
             response = await handler(request)
         if any(f.bom for f in taken) and isinstance(response, web.Response) and response.body:
@@ -171,9 +200,11 @@ def fault_middleware(faults: Faults) -> Any:
     return apply_faults
 
 
-def _fault_response(fault: Fault) -> web.Response:
+def _fault_response(fault: Fault, request: web.Request) -> web.Response:
     assert fault.status is not None
     headers = {}
+    if 300 <= fault.status < 400:
+        headers["Location"] = str(request.url)
     if fault.retry_after is not None:
         seconds = fault.retry_after
         headers["Retry-After"] = str(int(seconds)) if seconds == int(seconds) else str(seconds)

@@ -79,6 +79,8 @@ class ScaleSet:
     # Inner job messages not yet packed into a queue message, and the packed ones not deleted.
     events: list[dict[str, Any]] = field(default_factory=list)
     messages: list[QueueMessage] = field(default_factory=list)
+    # Job events held back until their moment (the live service delivers them late).
+    late: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
 
     def label_set(self) -> set[str]:
         """What jobs match against: the labels and the name, compared case-insensitively."""
@@ -104,6 +106,7 @@ class Session:
     polls: int = 0
     max_capacity: int | None = None
     user_agent: str | None = None  # of the latest poll, for tests of the client's headers
+    last_message_id: int = 0  # the id of the last message numbered in this session
 
 
 @dataclass
@@ -117,6 +120,9 @@ class Runner:
     registered_at: float
     job: int | None = None
     last_seen: float | None = None
+    # An ephemeral runner whose job ended: still registered until `remove_at`, never reused.
+    finished: bool = False
+    remove_at: float | None = None
 
 
 @dataclass
@@ -142,6 +148,10 @@ class Job:
     finished_at: float | None = None
     result: str | None = None
     redispatches: int = 0
+    # Handed to a runner that has not started it yet (the window before JobStarted).
+    reserved_for: int | None = None
+    start_at: float | None = None
+    start_due_seen: bool = False
 
     @property
     def job_id(self) -> str:
@@ -190,7 +200,7 @@ def runner_wire(runner: Runner) -> dict[str, Any]:
         "id": runner.id,
         "name": runner.name,
         "runnerScaleSetId": runner.scale_set_id,
-        "status": "online" if runner.last_seen is not None else "offline",
+        "status": "online" if runner.last_seen is not None and not runner.finished else "offline",
         "busy": runner.job is not None,
     }
 

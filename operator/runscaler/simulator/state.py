@@ -9,17 +9,18 @@ server calls at `next_deadline()`. That keeps every rule testable by tables.
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from runscaler.simulator import records as r
+from runscaler.simulator.realism import Dice, Realism
 from runscaler.simulator.records import ApiError, Job, Runner, ScaleSet, Session, Statistics
+from runscaler.simulator.runnerstate import RunnerTransitions
 from runscaler.simulator.views import job_message, state_view
 
 
-class SimState:
+class SimState(RunnerTransitions):
     """Everything the simulated GitHub knows. Read freely in tests; change it through methods."""
 
     def __init__(
@@ -30,8 +31,11 @@ class SimState:
         session_timeout: float = 60.0,
         redispatch_interval: float = 300.0,
         runner_lost_timeout: float = 10.0,
+        realism: Realism = Realism(),  # noqa: B008 (frozen)
     ) -> None:
         self.base_url = base_url
+        self.realism = realism
+        self.dice = Dice(realism)
         self.poll_wait = poll_wait
         self.session_timeout = session_timeout
         self.redispatch_interval = redispatch_interval
@@ -160,7 +164,8 @@ class SimState:
             name=name,
             runner_group_id=group_id,
             runner_group_name=group_name,
-            labels=_dedupe(labels) or [name],
+            # A GHES without custom labels silently keeps only the name (scaleset README).
+            labels=(_dedupe(labels) if self.realism.custom_labels else []) or [name],
             disable_update=disable_update,
             created_at=now,
         )
@@ -187,8 +192,8 @@ class SimState:
         if runner_group_id:
             scale_set.runner_group_name = self._group_name(runner_group_id)
             scale_set.runner_group_id = runner_group_id
-        if labels:
-            scale_set.labels = _dedupe(labels)
+        if labels and not self.realism.ignore_label_updates:
+            scale_set.labels = _dedupe(labels) if self.realism.custom_labels else [scale_set.name]
         if disable_update is not None:
             scale_set.disable_update = disable_update
         self._dispatch_queued(now)
@@ -246,8 +251,19 @@ class SimState:
             last_activity=now,
         )
         self.sessions[session.id] = session
+        if self.realism.per_session_message_ids:
+            # Ids restart in every session: what is still queued is numbered anew.
+            session.last_message_id = self.dice.first_message_id()
+            for message in scale_set.messages:
+                message.id = self._message_id(session)
         self._offer_available_again(scale_set, now)
         return session
+
+    def _message_id(self, session: Session) -> int:
+        if not self.realism.per_session_message_ids:
+            return self._id("message")
+        session.last_message_id += 1
+        return session.last_message_id
 
     def _offer_available_again(self, scale_set: ScaleSet, now: float) -> None:
         """A new session hears of every unacquired job whose JobAvailable is not still queued."""
@@ -345,7 +361,7 @@ class SimState:
             del scale_set.events[: r.MAX_JOBS_PER_MESSAGE]
             scale_set.messages.append(
                 r.QueueMessage(
-                    id=self._id("message"),
+                    id=self._message_id(session),
                     body=r.pack_events(batch),
                     jobs=len(batch),
                     available={e["runnerRequestId"] for e in batch if _is_available(e)},
@@ -420,6 +436,7 @@ class SimState:
         job.runner_id = None
         job.runner_name = None
         job.cancel_requested = job.work_done_seen = False
+        job.reserved_for = job.start_at = None
         self._open.pop(job.id, None)
         self._queued[job.id] = job
 
@@ -457,9 +474,18 @@ class SimState:
     def _finish(self, job: Job, result: str, now: float) -> None:
         if job.scale_set_id is not None and job.state != r.QUEUED:
             self._emit(job, "JobCompleted", now, result=result, finished=now)
-        runner = self.runners.pop(job.runner_id, None) if job.runner_id is not None else None
+        runner = self.runners.get(job.runner_id) if job.runner_id is not None else None
         if runner is not None:
             runner.job = None
+            linger = self.dice.delay(self.realism.registration_linger)
+            if linger > 0:
+                # GitHub removes an ephemeral runner's registration lazily.
+                runner.finished = True
+                runner.remove_at = now + linger
+            else:
+                del self.runners[runner.id]
+        if job.reserved_for is not None:
+            job.reserved_for = job.start_at = None
         job.state = r.DONE
         job.result = result
         job.finished_at = now
@@ -482,109 +508,16 @@ class SimState:
             f"_apis/runtime/runnerscalesets/{scale_set.id}/acquirejobs"
         )
         scope = self.tenants.get(scale_set.tenant, "")
-        scale_set.events.append(
-            job_message(
-                job, kind, scope=scope, acquire_url=acquire_url, result=result, finished=finished
-            )
+        event = job_message(
+            job, kind, scope=scope, acquire_url=acquire_url, result=result, finished=finished
         )
-
-    # -- runners --------------------------------------------------------------------------------
-
-    def generate_jit_config(
-        self, tenant: str, scale_set_id: int, *, name: str, work_folder: str, now: float
-    ) -> Runner:
-        self.get_scale_set(tenant, scale_set_id)
-        if not name:
-            raise ApiError(400, "ArgumentException", "The runner name is required.")
-        if any(
-            x.tenant == tenant and x.name.lower() == name.lower() for x in self.runners.values()
-        ):
-            raise ApiError(
-                409, "AgentExistsException", f"A runner named {name} already exists in the pool."
-            )
-        runner = Runner(
-            id=self._id("runner"),
-            name=name,
-            scale_set_id=scale_set_id,
-            tenant=tenant,
-            client_id=secrets.token_hex(16),
-            work_folder=work_folder or "_work",
-            registered_at=now,
-        )
-        self.runners[runner.id] = runner
-        return runner
-
-    def get_runner(self, tenant: str, runner_id: int) -> Runner:
-        runner = self.runners.get(runner_id)
-        if runner is None or runner.tenant != tenant:
-            raise ApiError(
-                404, "AgentNotFoundException", f"No runner found with identifier {runner_id}."
-            )
-        return runner
-
-    def find_runners(self, tenant: str, *, name: str | None) -> list[Runner]:
-        return [
-            x
-            for x in self.runners.values()
-            if x.tenant == tenant and (not name or x.name.lower() == name.lower())
-        ]
-
-    def remove_runner(self, tenant: str, runner_id: int) -> None:
-        """Deregister a runner; absent is fine, busy is refused (400), as the service does."""
-        runner = self.runners.get(runner_id)
-        if runner is None or runner.tenant != tenant:
-            return
-        if runner.job is not None:
-            raise ApiError(
-                400,
-                "JobStillRunningException",
-                f"The runner {runner.name} is running job {runner.job} and cannot be removed.",
-            )
-        del self.runners[runner_id]
-
-    def runner_by_credential(self, runner_id: int, client_id: str) -> Runner | None:
-        runner = self.runners.get(runner_id)
-        if runner is None or not secrets.compare_digest(runner.client_id, client_id):
-            return None
-        return runner
-
-    def take_job(self, runner: Runner, *, now: float) -> Job | None:
-        """A connected runner takes the oldest acquired job of its scale set (one, ever)."""
-        runner.last_seen = now
-        if runner.job is not None:
-            return self.jobs[runner.job]
-        for job in self._open.values():
-            if job.scale_set_id == runner.scale_set_id and job.state == r.ACQUIRED:
-                job.state = r.RUNNING
-                job.runner_id = runner.id
-                job.runner_name = runner.name
-                job.started_at = now
-                job.due_at = now + job.duration
-                runner.job = job.id
-                self._emit(job, "JobStarted", now)
-                return job
-        return None
-
-    def job_progress(self, runner: Runner, job_id: int, *, now: float) -> tuple[str, str]:
-        """What a runner running `job_id` hears: (`running`|`finished`|`canceled`, result)."""
-        runner.last_seen = now
-        job = self.jobs.get(job_id)
-        if job is None or job.runner_id != runner.id or job.state != r.RUNNING:
-            return ("gone", "")
-        if job.cancel_requested:
-            return ("canceled", "canceled")
-        assert job.due_at is not None
-        if now >= job.due_at:
-            return ("finished", job.planned_result)
-        return ("running", "")
-
-    def report_result(self, runner: Runner, job_id: int, result: str, *, now: float) -> bool:
-        """The runner is done: JobCompleted, and the ephemeral runner's registration is removed."""
-        job = self.jobs.get(job_id)
-        if job is None or job.runner_id != runner.id or job.state != r.RUNNING:
-            return False
-        self._finish(job, result, now)
-        return True
+        delay = self.dice.delay(self.realism.event_delay) if kind in _LATE_KINDS else 0.0
+        if delay > 0 or scale_set.late:
+            # Held back, in order: a late JobStarted is never overtaken by its JobCompleted.
+            due = max([now + delay, *(d for d, _ in scale_set.late[-1:])])
+            scale_set.late.append((due, event))
+        else:
+            scale_set.events.append(event)
 
     # -- the clock ------------------------------------------------------------------------------
 
@@ -596,15 +529,16 @@ class SimState:
             if not session.held and now > session.last_activity + limit:
                 del self.sessions[session.id]
                 changed = True
+        changed = self._tick_lateness(now) or changed
         for job in list(self._open.values()):
             if job.state == r.ACQUIRED:
                 assert job.acquired_at is not None
                 if now >= job.acquired_at + self.redispatch_interval:
                     # Nobody took it in time: GitHub cancels the assignment and assigns again.
-                    self._emit(job, "JobCompleted", now, result="canceled", finished=now)
-                    job.acquired_at = now
-                    job.redispatches += 1
-                    self._emit(job, "JobAssigned", now)
+                    self._bounce(job, now)
+                    changed = True
+                elif job.start_at is not None and now >= job.start_at and not job.start_due_seen:
+                    job.start_due_seen = True  # the waiting runner may take it now
                     changed = True
             elif job.state == r.RUNNING:
                 assert job.due_at is not None
@@ -617,6 +551,19 @@ class SimState:
                     changed = True
         return changed
 
+    def _tick_lateness(self, now: float) -> bool:
+        """Late job events reach the queue; lingering registrations go."""
+        changed = False
+        for scale_set in self.scale_sets.values():
+            while scale_set.late and scale_set.late[0][0] <= now:
+                scale_set.events.append(scale_set.late.pop(0)[1])
+                changed = True
+        for runner in list(self.runners.values()):
+            if runner.remove_at is not None and now >= runner.remove_at:
+                del self.runners[runner.id]
+                changed = True
+        return changed
+
     def next_deadline(self) -> float | None:
         """The earliest moment `tick` has something to do, if any."""
         moments = [
@@ -624,9 +571,13 @@ class SimState:
             for s in self.sessions.values()
             if not s.held
         ]
+        moments += [s.late[0][0] for s in self.scale_sets.values() if s.late]
+        moments += [x.remove_at for x in self.runners.values() if x.remove_at is not None]
         for job in self._open.values():
             if job.state == r.ACQUIRED and job.acquired_at is not None:
                 moments.append(job.acquired_at + self.redispatch_interval)
+                if job.start_at is not None and not job.start_due_seen:
+                    moments.append(job.start_at)
             elif job.state == r.RUNNING and job.due_at is not None:
                 if not job.work_done_seen:
                     moments.append(job.due_at)
@@ -646,6 +597,9 @@ def _dedupe(labels: Iterable[str]) -> list[str]:
         if label and label.lower() not in seen:
             seen[label.lower()] = label
     return list(seen.values())
+
+
+_LATE_KINDS = ("JobStarted", "JobCompleted")
 
 
 def _is_available(event: dict[str, Any]) -> bool:

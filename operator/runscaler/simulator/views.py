@@ -114,7 +114,15 @@ def state_view(state: SimState) -> dict[str, Any]:
                 "name": x.name,
                 "scaleSetId": x.scale_set_id,
                 "job": x.job,
-                "status": "busy" if x.job else "idle" if x.last_seen else "offline",
+                "status": (
+                    "busy"
+                    if x.job
+                    else "finished"  # its job is done; the registration lingers
+                    if x.finished
+                    else "idle"
+                    if x.last_seen
+                    else "offline"
+                ),
             }
             for x in state.runners.values()
         ],
