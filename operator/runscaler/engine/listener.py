@@ -30,6 +30,7 @@ from runscaler.github.errors import (
     AuthError,
     GitHubError,
     ScaleSetNotFoundError,
+    ServiceError,
     SessionConflictError,
 )
 from runscaler.github.models import (
@@ -37,8 +38,11 @@ from runscaler.github.models import (
     JobCompleted,
     JobStarted,
     Message,
+    ParseError,
     RunnerScaleSet,
     Statistics,
+    field_value,
+    parse_message,
 )
 from runscaler.github.session import MessageSession
 
@@ -128,6 +132,7 @@ class Listener:
         self.statistics: Statistics | None = None
         self._session: MessageSession | None = None
         self._last_message_id = 0
+        self.messages_unparseable = 0
         self._repoll = asyncio.Event()
         self.scale_set_known = asyncio.Event()
 
@@ -318,7 +323,8 @@ class Listener:
         header goes out at once (an unread message is simply redelivered)."""
         self._repoll.clear()
         poll = asyncio.ensure_future(
-            session.get_message(
+            self._read_message(
+                session,
                 last_message_id=self._last_message_id,
                 max_capacity=self.settings.max_runners,
             )
@@ -334,17 +340,46 @@ class Listener:
             return None
         return poll.result()
 
+    async def _read_message(
+        self, session: MessageSession, *, last_message_id: int, max_capacity: int
+    ) -> Message | None:
+        """The next message; one that cannot be parsed is acknowledged, counted and shown as
+        the scale set's last error, so it is not redelivered after every reconnect."""
+        response = await session._with_refresh(
+            lambda: session._poll(last_message_id=last_message_id, max_capacity=max_capacity),
+            what="get a message",
+        )
+        if response.status == 202:
+            return None
+        what = f"cannot read a message of scale set {session.scale_set_id}"
+        data = response.json(what)
+        try:
+            message = parse_message(data, fallback_statistics=session.statistics)
+        except ParseError as exc:
+            message_id = field_value(data, "messageId") if isinstance(data, dict) else None
+            if not isinstance(message_id, int) or isinstance(message_id, bool):
+                raise ServiceError(f"{what} ({response.label}): {exc}", status=200) from exc
+            await session.delete_message(message_id)
+            self.messages_unparseable += 1
+            self.last_error = f"message {message_id} could not be parsed and was skipped: {exc}"
+            log.warning("%s: %s", self._name, self.last_error)
+            return None
+        session.statistics = message.statistics
+        return message
+
     async def _handle(self, session: MessageSession, message: Message) -> None:
         if message.message_id <= self._last_message_id:
             # Redelivered after we handled it (the acknowledgement was lost): ack only.
             await session.delete_message(message.message_id)
             return
-        self.statistics = message.statistics
-        await session.delete_message(message.message_id)
+        # Acquire before the acknowledgement: if acquiring fails, the message is delivered
+        # again instead of its job events being lost.
         available = [j.runner_request_id for j in message.jobs if isinstance(j, JobAvailable)]
         if available:
             acquired = await session.acquire_jobs(available)
             log.debug("%s: acquired %d of %d jobs", self._name, len(acquired), len(available))
+        await session.delete_message(message.message_id)
+        self.statistics = message.statistics
         for job in message.jobs:
             if isinstance(job, JobStarted):
                 self._hooks.job_started(job)

@@ -13,22 +13,29 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from runscaler.backends.base import Backend
 from runscaler.engine.listener import Backoff, Listener, ListenerSettings, ListenerTiming
+from runscaler.engine.runnerops import RegisteredRunner
 from runscaler.engine.runners import RunnerState
 from runscaler.engine.scaler import Scaler, ScalerMetrics, ScalerTiming, Template
 from runscaler.engine.statefile import StateFile
-from runscaler.engine.status import FailureStatus, ScaleSetStatus
+from runscaler.engine.status import FailureStatus, RunnerStatus, ScaleSetStatus
 from runscaler.engine.tasks import stop_task
+from runscaler.errors import UserError
 from runscaler.github.auth import AppCredentials, Credentials, TokenCredentials
-from runscaler.github.client import RetryPolicy, ScaleSetClient
-from runscaler.github.errors import GitHubError, RunnerNotFoundError, ScaleSetNotFoundError
-from runscaler.github.models import JitConfig, JobCompleted, JobStarted
+from runscaler.github.client import _AGENTS, RetryPolicy, ScaleSetClient
+from runscaler.github.errors import (
+    GitHubError,
+    RunnerNotFoundError,
+    ScaleSetNotFoundError,
+    TransportError,
+)
+from runscaler.github.models import JitConfig, JobCompleted, JobStarted, RunnerReference
 from runscaler.manifest.models import ScaleSet
 from runscaler.manifest.secrets import resolve_secret
 from runscaler.manifest.values import parse_config_url
@@ -134,26 +141,68 @@ def listener_settings(scale_set: ScaleSet) -> ListenerSettings:
 
 
 class _Registry:
-    """The scaler's view of GitHub: always the runtime's current client and scale set id."""
+    """The scaler's view of GitHub: always the runtime's current client and scale set id.
+
+    Only `GitHubError` leaves here: a client closed under an in-flight call (`RuntimeError`)
+    or a `file:` secret gone missing during a token refresh (`UserError`) is translated."""
 
     def __init__(self, runtime: ScaleSetRuntime) -> None:
         self._runtime = runtime
 
     async def register(self, runner_name: str) -> JitConfig:
-        listener = self._runtime.listener
-        await listener.scale_set_known.wait()
-        assert listener.scale_set_id is not None
-        return await self._runtime.client.generate_jit_config(
-            listener.scale_set_id, runner_name=runner_name
-        )
+        with _github_only("register a runner"):
+            scale_set_id = await self._scale_set_id()
+            return await self._runtime.client.generate_jit_config(
+                scale_set_id, runner_name=runner_name
+            )
+
+    async def _scale_set_id(self) -> int:
+        # The listener can be replaced while this waits (a reconnect): follow the current one.
+        while True:
+            listener = self._runtime.listener
+            if listener.scale_set_known.is_set() and listener.scale_set_id is not None:
+                return listener.scale_set_id
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await listener.scale_set_known.wait()
 
     async def unregister(self, runner_id: int) -> None:
-        with contextlib.suppress(RunnerNotFoundError):
+        with (
+            _github_only(f"unregister runner {runner_id}"),
+            contextlib.suppress(RunnerNotFoundError),
+        ):
             await self._runtime.client.remove_runner(runner_id)
 
-    async def lookup(self, runner_name: str) -> int | None:
-        found = await self._runtime.client.get_runner_by_name(runner_name)
-        return None if found is None else found.id
+    async def lookup(self, runner_name: str) -> RegisteredRunner | None:
+        with _github_only(f"look up runner {runner_name}"):
+            return await _registered_runner(self._runtime.client, runner_name)
+
+
+@contextlib.contextmanager
+def _github_only(what: str) -> Iterator[None]:
+    try:
+        yield
+    except GitHubError:
+        raise
+    except (RuntimeError, UserError) as exc:
+        raise TransportError(f"cannot {what}: {exc}") from exc
+
+
+async def _registered_runner(client: ScaleSetClient, name: str) -> RegisteredRunner | None:
+    """The runner's registration with GitHub's `busy` and `status`, which the client's
+    `RunnerReference` does not carry yet."""
+    what = f"cannot look up runner {name!r}"
+    response = await client._call("GET", _AGENTS, what=what, query={"agentName": name})
+    count, values = client._list(response, what)
+    if count == 0:
+        return None
+    found = client._parse(what, lambda: RunnerReference.from_json(values[0]))
+    raw = values[0] if isinstance(values[0], dict) else {}
+    return RegisteredRunner(
+        id=found.id,
+        busy=raw.get("busy") is True,
+        online=str(raw.get("status", "")).lower() == "online",
+    )
 
 
 class ScaleSetRuntime:
@@ -432,4 +481,18 @@ class ScaleSetRuntime:
                 failure.reason, failure.message, failure.exit_code, failure.log_tail, failure.at
             ),
             failures_in_row=self.scaler.failures_in_row,
+            runners=tuple(
+                RunnerStatus(
+                    name=r.name,
+                    state=r.state.value,
+                    since=r.since,
+                    job_id=r.job_id,
+                    template_hash=r.template_hash,
+                    exit_code=r.exit_code,
+                    reason=r.reason,
+                    node=r.node,
+                )
+                for r in sorted(self.scaler.records(), key=lambda r: r.created_at)
+            ),
+            messages_unparseable=self.listener.messages_unparseable,
         )
