@@ -205,7 +205,7 @@ class RunnerOps:
         """Unregister first: if GitHub says it has a job, it is busy and stays. The record is
         already `removing` (the caller moved it, so no second removal starts)."""
         scaler, book = self._scaler, self._scaler.book
-        unregistered = False
+        unregistered: bool | None = False  # None: asked, but the answer never came
         try:
             record = book.get(name)
             if record is None or record.state is not RunnerState.REMOVING:
@@ -215,23 +215,33 @@ class RunnerOps:
                 found = await scaler.registry.lookup(name)
                 runner_id = found.id if found is not None else None
             if runner_id is not None:
+                unregistered = None
                 await scaler.registry.unregister(runner_id)
             unregistered = True
         except JobStillRunningError:
+            unregistered = False
             log.info("%s: runner %s took a job; keeping it", self._name, name)
             book.job_started(name)
         except GitHubError as exc:
+            unregistered = False
             log.warning("%s: cannot unregister %s yet: %s", self._name, name, exc)
         finally:
-            record = book.get(name)
-            if record is not None and record.state is RunnerState.REMOVING:
-                if unregistered:
-                    book.gone(name, registration=False)
-                    log.info("%s: removed idle runner %s", self._name, name)
-                else:
-                    book.kept(name)
-            if unregistered:
-                await self.settle(self.clean_leftover(name))
+            await self.settle(self._after_remove(name, unregistered))
+
+    async def _after_remove(self, name: str, unregistered: bool | None) -> None:
+        book = self._scaler.book
+        if unregistered is None:
+            # Cancelled while GitHub was unregistering it: ask whether it happened.
+            unregistered = await self.registered(name) is None
+        record = book.get(name)
+        if record is None or record.state is not RunnerState.REMOVING:
+            return
+        if not unregistered:
+            book.kept(name)
+            return
+        book.gone(name, registration=False)
+        log.info("%s: removed idle runner %s", self._name, name)
+        await self.clean_leftover(name)
 
     async def discard(
         self, name: str, *, reason: str, detail: str | None = None, lost: bool = False
