@@ -75,7 +75,7 @@ class ScalerTiming:
     resync_interval: float = 30.0  # reconcile with the engine and GitHub, whatever the traffic
     backend_retry: float = 5.0
     # A runner that exited with its job still counts this long, until JobCompleted arrives.
-    completion_hold: float = 10.0
+    completion_hold: float = 30.0
     cleanup_limit: float = 10.0  # how long a cancelled operation may spend undoing itself
 
 
