@@ -6,12 +6,14 @@ that no longer start a spare runner.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from runscaler import __version__
 from runscaler.backends.base import LABEL_FLEET, BackendError, RunnerExit
 from runscaler.backends.docker import container_name
 from tests.integration.dockerkit import docker
@@ -178,8 +180,10 @@ async def test_the_resync_runs_on_its_own_timer_and_replaces_a_runner_whose_exit
         return len(names) == 1 and first not in names and first not in records
 
     await eventually(replaced, timeout=20, message="the dead runner replaced")
-    failure = runtime.snapshot().last_failure
-    assert failure is not None and failure.exit_code == 137
+    failure = await eventually(
+        lambda: runtime.snapshot().last_failure, timeout=10, message="the failure judged"
+    )
+    assert failure.exit_code == 137
     out = docker("ps", "-aq", "--filter", f"name=^{container_name(runtimes.fleet, first)}$")
     assert out.stdout.strip() == ""
 
@@ -206,3 +210,48 @@ async def test_a_removal_the_engine_did_not_answer_is_retried_until_the_containe
     assert name not in registered
     with contextlib.suppress(Exception):
         docker("rm", "-f", container_name(runtimes.fleet, name), check=False)
+
+
+async def test_every_runner_is_told_to_exit_7_when_outdated_and_who_started_it(
+    runtimes: Runtimes,
+) -> None:
+    runtime = runtimes.make(scale_set(runtimes.sim, minRunners=1, docker={"env": {"A": "1"}}))
+    runtime.start()
+
+    async def one_running() -> set[str]:
+        return await running_names(runtimes.backend, runtimes.fleet)
+
+    [name] = await eventually(one_running, timeout=30, message="a runner")
+    env = json.loads(
+        docker("inspect", "-f", "{{json .Config.Env}}", container_name(runtimes.fleet, name)).stdout
+    )
+    assert "ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1" in env
+    assert f"GITHUB_ACTIONS_RUNNER_EXTRA_USER_AGENT=runscaler/{__version__}" in env
+    assert "A=1" in env
+
+
+async def test_a_runner_that_exits_7_is_reported_outdated_not_as_a_crash_loop(
+    runtimes: Runtimes, busybox_image: str
+) -> None:
+    spec = scale_set(
+        runtimes.sim,
+        minRunners=1,
+        docker={"image": busybox_image, "user": "0", "command": ["sh", "-c", "exit 7"]},
+    )
+    runtime = runtimes.make(spec)
+    runtime.start()
+
+    def reported() -> bool:
+        failure = runtime.snapshot().last_failure
+        return failure is not None and failure.reason == "runner_outdated"
+
+    await eventually(reported, timeout=30, message="the runner reported outdated")
+    snapshot = runtime.snapshot()
+    assert snapshot.failures_in_row == 0  # not a crash loop
+    assert snapshot.last_error is not None
+    assert f"the runner in image {busybox_image} is too old for GitHub (exit code 7)" in (
+        snapshot.last_error
+    )
+    assert "pulled again before the next start" in snapshot.last_error
+    # The backend marks the tag to be pulled again before the next start.
+    assert busybox_image in runtimes.backend._puller._stale

@@ -92,7 +92,9 @@ class DockerBackend:
         self._client: aiodocker.Docker | None = None
         self._socket_gid: int | None = None
         self._puller = ImagePuller(docker=self.api, host=self.host, progress=pull_progress)
-        self._exits = ExitWatch(docker=self.api, host=self.host, fleet=fleet)
+        self._exits = ExitWatch(
+            docker=self.api, host=self.host, fleet=fleet, on_outdated=self._puller.mark_stale
+        )
         self._shared_ready = False
         self._shared_lock = asyncio.Lock()
         self._jit_configs: dict[str, str] = {}

@@ -39,6 +39,9 @@ class RunnerState(enum.Enum):
 # States whose record only an operation in progress may hold.
 TRANSIENT = frozenset({RunnerState.REMOVING, RunnerState.FAILED, RunnerState.LOST})
 
+# The operations judging an exited runner (see `RunnerOps.judge_exit`).
+JUDGES = frozenset({"judge", "grace"})
+
 _ALLOWED: dict[RunnerState, frozenset[RunnerState]] = {
     RunnerState.STARTING: frozenset(
         {RunnerState.IDLE, RunnerState.BUSY, RunnerState.FINISHING, RunnerState.REMOVING}
@@ -84,6 +87,8 @@ class RunnerRecord:
     @property
     def counts(self) -> bool:
         """Whether the runner counts as capacity against the desired count."""
+        if self.op == "grace":
+            return False  # its process ended: it waits for late job events, not for a job
         if self.state in (RunnerState.STARTING, RunnerState.IDLE, RunnerState.BUSY):
             return True
         if self.state is RunnerState.FINISHING:
@@ -193,8 +198,9 @@ class Book:
         if record is None:
             return None
         # A starting runner can take a job before its start call returns; a removal that
-        # GitHub refused (JobStillRunning) hands the runner back busy.
-        op = record.op if record.state is RunnerState.STARTING else None
+        # GitHub refused (JobStillRunning) hands the runner back busy; an exit being judged
+        # stays with its judge.
+        op = record.op if record.state is RunnerState.STARTING or record.op in JUDGES else None
         return self._move(
             record,
             RunnerState.BUSY,
@@ -243,6 +249,18 @@ class Book:
             return None
         return self._put(dataclasses.replace(record, exit_code=exit_code))
 
+    def claim(self, name: str, op: str, *, held_by: str | None = None) -> RunnerRecord | None:
+        """An operation takes a settled idle or starting record without moving it (or, with
+        `held_by`, takes it over from that operation)."""
+        record = self._records.get(name)
+        if (
+            record is None
+            or record.op != held_by
+            or record.state not in (RunnerState.IDLE, RunnerState.STARTING)
+        ):
+            return None
+        return self._put(dataclasses.replace(record, op=op))
+
     def removing(self, name: str, *, op: str = "remove") -> RunnerRecord | None:
         """A scale-down takes an idle runner (unregistering it first)."""
         record = self._records.get(name)
@@ -271,10 +289,12 @@ class Book:
             return None
         return self._move(record, RunnerState.LOST, op=op, reason=reason)
 
-    def released(self, name: str) -> RunnerRecord | None:
-        """The operation that owned a settled record let go of it."""
+    def released(self, name: str, *, by: frozenset[str] | None = None) -> RunnerRecord | None:
+        """The operation that owned a settled record (one of `by`, if given) let go of it."""
         record = self._records.get(name)
         if record is None or record.op is None or record.state in TRANSIENT:
+            return None
+        if by is not None and record.op not in by:
             return None
         return self._put(dataclasses.replace(record, op=None))
 

@@ -19,6 +19,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from runscaler import __version__
 from runscaler.backends.base import (
     LABEL_FLEET,
     LABEL_RUNNER,
@@ -30,7 +31,7 @@ from runscaler.backends.base import (
     RunnerNotFound,
     RunnerSpec,
 )
-from runscaler.engine.book import RunnerState
+from runscaler.engine.book import JUDGES, TRANSIENT, RunnerState
 from runscaler.github.errors import GitHubError, JobStillRunningError
 from runscaler.github.models import JitConfig
 from runscaler.logs import secrets
@@ -39,6 +40,15 @@ if TYPE_CHECKING:
     from runscaler.engine.scaler import Scaler, Template
 
 log = logging.getLogger("runscaler.engine.scaler")
+
+OUTDATED_EXIT_CODE = 7  # the runner's code for "GitHub refuses this version"
+
+# In every runner's environment: exit 7 (not 0) when GitHub refuses the runner's version, and
+# say who started it in the runner's User-Agent.
+RUNNER_ENV = {
+    "ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE": "1",
+    "GITHUB_ACTIONS_RUNNER_EXTRA_USER_AGENT": f"runscaler/{__version__}",
+}
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,7 @@ class RunnerOps:
                         jit_config=jit.encoded,
                         labels=self._labels(name, template.hash),
                         template=template.spec,
-                        env=template.env,
+                        env={**template.env, **RUNNER_ENV},
                     )
                 )
             phase = "started"
@@ -274,23 +284,61 @@ class RunnerOps:
         scaler.wake()
 
     async def judge_exit(self, name: str, exit_code: int) -> None:
-        """An idle runner's process ended: a job we had not heard of, or a failure."""
-        scaler, book = self._scaler, self._scaler.book
-        registered = await self.registered(name)
-        record = book.get(name)
-        if record is None or record.op is not None:
+        """A runner's process ended with no job we know of: judged by its exit code and the
+        job events, after a grace for late events (GitHub's arrive tens of seconds late and
+        it removes an ephemeral runner's registration lazily)."""
+        book = self._scaler.book
+        if book.claim(name, "judge") is None:
             return
-        if registered is None:
-            # GitHub already removed its registration: it took a job and ended normally,
-            # and its JobStarted message has not arrived yet.
+        try:
+            await self._judge(name, exit_code)
+        finally:
+            book.released(name, by=JUDGES)
+
+    async def _judge(self, name: str, exit_code: int) -> None:
+        scaler, book = self._scaler, self._scaler.book
+        if exit_code == OUTDATED_EXIT_CODE:
+            await self._outdated(name)
+            return
+        registered = await self.registered(name)
+        if registered is not None:
+            # Still registered: while it waits for late job events it is not capacity.
+            book.claim(name, "grace", held_by="judge")
+        deadline = time.monotonic() + scaler.timing.exit_grace
+        while registered is not None and not self._job_seen(name):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                registered = await self.registered(name)
+                break
+            await scaler.book_changed(remaining)
+        record = book.get(name)
+        if record is None or record.state in TRANSIENT:
+            return
+        if self._job_seen(name) or registered is None:
+            # It ran a job: a normal end, whatever order its events arrive in.
+            if record.state is RunnerState.FINISHING and record.completed:
+                book.gone(name)
+                await self.clean_leftover(name)
+                return
             book.job_ended(
                 name, completed=False, hold=scaler.timing.completion_hold, exit_code=exit_code
             )
+            book.released(name, by=JUDGES)
             await self.finish(name)
             return
         tail: list[str] = []
         with contextlib.suppress(BackendError):
             tail = await scaler.backend.logs_tail(name, lines=20)
+        if exit_code == 0:
+            # No job, no failure code: not counted as a crash (GitHub may have withheld jobs).
+            log.warning(
+                "%s: runner %s exited with code 0 without taking a job; replacing it",
+                self._name,
+                name,
+            )
+            if book.failed(name, reason="exited_without_job", exit_code=0) is not None:
+                await self.settle(self._clean(name))
+            return
         log.error(
             "%s: runner %s exited with code %d before taking a job", self._name, name, exit_code
         )
@@ -304,6 +352,28 @@ class RunnerOps:
                 exit_code=exit_code,
                 log_tail=tuple(tail),
             )
+        )
+
+    def _job_seen(self, name: str) -> bool:
+        record = self._scaler.book.get(name)
+        if record is None or record.took_job:
+            return True
+        return record.state not in (RunnerState.IDLE, RunnerState.STARTING)
+
+    async def _outdated(self, name: str) -> None:
+        scaler, book = self._scaler, self._scaler.book
+        image = getattr(scaler.template.spec, "image", "?")
+        message = (
+            f"the runner in image {image} is too old for GitHub (exit code 7): publish an "
+            "image with a current actions/runner; a mutable tag is pulled again before the "
+            "next start"
+        )
+        log.error("%s: runner %s: %s", self._name, name, message)
+        if book.failed(name, reason="runner_outdated", exit_code=OUTDATED_EXIT_CODE) is None:
+            return
+        await self.settle(self._clean(name))
+        scaler.runner_outdated(
+            Failure(reason="runner_outdated", message=message, exit_code=OUTDATED_EXIT_CODE)
         )
 
     async def reap_if_stuck(self, name: str) -> None:

@@ -77,6 +77,9 @@ class ScalerTiming:
     # A runner that exited with its job still counts this long, until JobCompleted arrives.
     completion_hold: float = 30.0
     cleanup_limit: float = 10.0  # how long a cancelled operation may spend undoing itself
+    # How long a runner that exited without a job we know of waits for late job events
+    # before it is judged (GitHub's can arrive tens of seconds late).
+    exit_grace: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -124,11 +127,24 @@ class Scaler:
         self._crash_backoff = Backoff(timing.crash_backoff_initial, timing.crash_backoff_max)
         self._accepting = True  # False once draining or shutting down: start nothing new
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waiters: set[asyncio.Event] = set()
+        self.outdated: str | None = None  # what to do about an outdated runner image
         self.ops = RunnerOps(self, start_limiter=start_limiter)
 
     def _on_book_change(self) -> None:
         self._changed.set()
         self._wake.set()
+        for waiter in self._waiters:
+            waiter.set()
+
+    async def book_changed(self, limit: float) -> bool:
+        """Wait at most `limit` seconds for any change in the book."""
+        waiter = asyncio.Event()
+        self._waiters.add(waiter)
+        try:
+            return await wait_event(waiter, limit)
+        finally:
+            self._waiters.discard(waiter)
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -175,6 +191,7 @@ class Scaler:
                 },
             )
         self.failures_in_row = 0
+        self.outdated = None
         self._crash_backoff.reset()
 
     def job_completed(self, job: JobCompleted) -> None:
@@ -308,6 +325,15 @@ class Scaler:
                 self.failures_in_row,
                 delay,
             )
+        self._wake.set()
+
+    def runner_outdated(self, failure: Failure) -> None:
+        """Not a crash loop: the image is pulled again before the next start, which waits
+        the crash backoff so an image that is still outdated does not spin."""
+        self.last_failure = failure
+        self.outdated = failure.message
+        self._metrics.runner_failed(failure.reason)
+        self._not_before = time.monotonic() + self._crash_backoff.next()
         self._wake.set()
 
     def unavailable(self, exc: BackendError) -> None:

@@ -474,7 +474,7 @@ class ScaleSetRuntime:
             organization=scope.organization,
             repository=scope.repository,
             enterprise=scope.enterprise,
-            last_error=self._last_error(),
+            last_error=self._last_error() or self.scaler.outdated,
             last_failure=None
             if failure is None
             else FailureStatus(

@@ -31,6 +31,7 @@ def scaled_timing(scale: float = 1.0) -> RuntimeTiming:
             resync_interval=s(30.0),
             backend_retry=s(5.0),
             completion_hold=s(30.0),
+            exit_grace=s(30.0),
             cleanup_limit=s(10.0) if scale >= 1 else 10.0,
         ),
         retry=RetryPolicy(attempts=5, wait_min=s(1.0), wait_max=s(30.0)),
