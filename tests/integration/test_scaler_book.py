@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -255,3 +256,29 @@ async def test_a_runner_that_exits_7_is_reported_outdated_not_as_a_crash_loop(
     assert "pulled again before the next start" in snapshot.last_error
     # The backend marks the tag to be pulled again before the next start.
     assert busybox_image in runtimes.backend._puller._stale
+
+
+async def test_surplus_idle_runners_go_only_after_demand_stayed_low_for_scale_down_delay(
+    runtimes: Runtimes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="runscaler.engine.scaler")
+    # 60 s in the manifest is 3 s at the tests' timing scale (0.05).
+    spec = scale_set(runtimes.sim, minRunners=2, maxRunners=3, scaleDownDelay="60s")
+    runtime = runtimes.make(spec)
+    runtime.start()
+    await eventually(lambda: runtime.snapshot().idle == 2, timeout=30, message="two idle")
+    # A dip shorter than the delay removes nothing.
+    await runtime.update(spec.model_copy(update={"min_runners": 0}), reconnect=False)
+    await eventually(lambda: runtime.scaler.desired == 0, message="demand dropped")
+    await runtime.update(spec, reconnect=False)
+    await eventually(lambda: runtime.scaler.desired == 2, message="demand back")
+    began = time.monotonic()
+    await runtime.update(spec.model_copy(update={"min_runners": 0}), reconnect=False)
+
+    async def none_left() -> bool:
+        return not await running_names(runtimes.backend, runtimes.fleet)
+
+    await eventually(none_left, timeout=20, message="the surplus removed after the delay")
+    assert time.monotonic() - began >= 0.8 * 3.0
+    removals = [r for r in caplog.records if "removed idle runner" in r.getMessage()]
+    assert len(removals) == 2

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +80,8 @@ class ScalerTiming:
     # How long a runner that exited without a job we know of waits for late job events
     # before it is judged (GitHub's can arrive tens of seconds late).
     exit_grace: float = 30.0
+    # Manifest durations the scaler waits out (scaleDownDelay) are multiplied by this.
+    manifest_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,12 @@ class Scaler:
         start_limiter: asyncio.Semaphore,
         timing: ScalerTiming = ScalerTiming(),
         metrics: ScalerMetrics | None = None,
+        scale_down_delay: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.fleet = fleet
+        self._scale_down_delay = scale_down_delay
+        self._surplus_since: float | None = None  # when demand fell below the runners
+        self._not_before_removal = 0.0
         self.scale_set_name = scale_set_name
         self.key = scale_set_key
         self.template = template
@@ -266,8 +272,9 @@ class Scaler:
                 resync_at = time.monotonic() + self._timing.resync_interval
                 continue
             timeout = resync_at - now
-            if self._not_before > now:
-                timeout = min(timeout, self._not_before - now)
+            for at in (self._not_before, self._not_before_removal):
+                if at > now:
+                    timeout = min(timeout, at - now)
             await wait_event(self._wake, max(0.01, timeout))
 
     def _reconcile_once(self) -> None:
@@ -283,12 +290,33 @@ class Scaler:
             template_hash=self.template.hash,
             may_start=may_start,
         )
-        for name in decision.remove:
+        for name in self._due_removals(decision.remove):
             if self.book.removing(name) is not None:
                 self.spawn(self.ops.remove_idle(name), f"remove:{name}")
         for _ in range(decision.start):
             record = self.book.starting(new_runner_name(self.scale_set_name), self.template.hash)
             self.spawn(self.ops.start(record.name, self.template), f"start:{record.name}")
+
+    def _due_removals(self, removals: tuple[str, ...]) -> tuple[str, ...]:
+        """Surplus idle runners go only once demand has stayed below them for the scale
+        set's `scaleDownDelay` (GitHub re-offers jobs, so demand dips for a moment)."""
+        now = time.monotonic()
+        running = sum(1 for r in self.book if r.counts and r.state is not RunnerState.STARTING)
+        if running <= self.desired or not self._accepting:
+            self._surplus_since = None
+            return removals  # a drain, or a template replaced in place: at once
+        if self._surplus_since is None:
+            self._surplus_since = now
+        due = self._surplus_since + self._scale_down_delay() * self._timing.manifest_scale
+        if now >= due:
+            return removals
+        self._not_before_removal = due
+        # Old-template runners being rolled are not demand's surplus: they go at once.
+        return tuple(
+            name
+            for name in removals
+            if (r := self.book.get(name)) is not None and r.template_hash != self.template.hash
+        )
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=f"{self.scale_set_name}:{name}")

@@ -241,6 +241,7 @@ class ScaleSetRuntime:
             start_limiter=start_limiter,
             timing=timing.scaler,
             metrics=_ScalerMetrics(self, self._metrics),
+            scale_down_delay=lambda: self.scale_set.scale_down_delay,
         )
         self.listener = self._new_listener()
         self.phase = "suspended" if scale_set.suspended else "active"  # | draining | stopped

@@ -32,6 +32,7 @@ def scaled_timing(scale: float = 1.0) -> RuntimeTiming:
             backend_retry=s(5.0),
             completion_hold=s(30.0),
             exit_grace=s(30.0),
+            manifest_scale=scale,
             cleanup_limit=s(10.0) if scale >= 1 else 10.0,
         ),
         retry=RetryPolicy(attempts=5, wait_min=s(1.0), wait_max=s(30.0)),
