@@ -5,6 +5,7 @@ that no longer start a spare runner.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -282,3 +283,24 @@ async def test_surplus_idle_runners_go_only_after_demand_stayed_low_for_scale_do
     assert time.monotonic() - began >= 0.8 * 3.0
     removals = [r for r in caplog.records if "removed idle runner" in r.getMessage()]
     assert len(removals) == 2
+
+
+async def test_a_registration_follows_the_listener_that_replaced_the_one_it_waited_for(
+    runtimes: Runtimes,
+) -> None:
+    spec = scale_set(runtimes.sim, minRunners=0)
+    first = runtimes.make(spec)
+    first.start()
+    await eventually(lambda: first.state == "listening", message="listening")
+    scale_set_id = first.listener.scale_set_id
+    second = runtimes.make(spec)  # never started: its listener never learns the scale set
+    registering = asyncio.create_task(second.scaler.registry.register("linux-0000feed"))
+    await eventually(lambda: not registering.done() and second.listener.scale_set_id is None)
+    # A reconnect replaces the listener; this one knows the scale set.
+    second.listener = second._new_listener()
+    second.listener.scale_set_id = scale_set_id
+    second.listener.scale_set_known.set()
+    jit = await asyncio.wait_for(registering, timeout=5)
+    assert jit.runner_name == "linux-0000feed"
+    await second.scaler.registry.unregister(jit.runner_id)
+    assert not (await sim_state(runtimes.sim))["runners"]
