@@ -79,7 +79,7 @@ class _JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("scale_set", "runner", "generation"):
+        for key in ("scale_set", "runner", "generation", "job_id", "result", "duration"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:

@@ -210,11 +210,24 @@ class Metrics:
             ("scale_set", "reason"),
             {**failures, **self._failures},
         )
+        yield _counter(
+            "runscaler_messages_unparseable",
+            "Messages from GitHub that could not be parsed (acknowledged and skipped).",
+            ("scale_set",),
+            _unparseable(status.scale_sets),
+        )
         yield self._runner_start.family(
             "runscaler_runner_start_duration_seconds",
             "Time from deciding to start a runner to its container or VM running, in seconds.",
             ("scale_set",),
         )
+
+
+def _unparseable(scale_sets: tuple[ScaleSetStatus, ...]) -> dict[Labels, int]:
+    totals: dict[Labels, int] = {}
+    for s in scale_sets:
+        totals[(s.name,)] = totals.get((s.name,), 0) + s.messages_unparseable
+    return totals
 
 
 def _counter(

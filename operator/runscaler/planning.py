@@ -30,7 +30,14 @@ from runscaler.manifest.values import format_duration, format_size, is_literal_s
 
 Action = Literal["create", "update", "delete", "no-op"]
 Kind = Literal[
-    "resize", "template", "inactive", "github_settings", "credentials", "suspend", "drain_timeout"
+    "resize",
+    "template",
+    "inactive",
+    "github_settings",
+    "credentials",
+    "suspend",
+    "drain_timeout",
+    "scale_down_delay",
 ]
 
 
@@ -56,6 +63,7 @@ NOTE_GITHUB = "patched on GitHub in place"
 NOTE_CREDENTIALS = "reconnects this scale set only"
 NOTE_RESUME = "resumed: takes new jobs again"
 NOTE_DRAIN_TIMEOUT = "applies to the current or next drain"
+NOTE_SCALE_DOWN_DELAY = "applies to the next scale-down"
 
 _SECRET_PATHS = ("github.auth.token", "github.auth.app.privateKey")
 _SECRET_PREFIXES = ("docker.env.",)
@@ -93,6 +101,7 @@ class Effects:
     suspend: bool = False  # suspended false -> true: drain, keep the scale set
     resume: bool = False  # suspended true -> false: take jobs again
     drain_timeout: bool = False  # applies to a drain in progress too
+    scale_down_delay: bool = False  # applies to the next scale-down
 
     @property
     def any(self) -> bool:
@@ -264,6 +273,8 @@ def _kind(path: str, scale_set: ScaleSet) -> Kind:
         return "suspend"
     if top == "drainTimeout":
         return "drain_timeout"
+    if top == "scaleDownDelay":
+        return "scale_down_delay"
     if top in ("docker", "tart") and top != scale_set.backend:
         return "inactive"
     return "template"  # backend, the active block, and anything new: replacing idle is safe
@@ -283,6 +294,7 @@ def _note(kind: Kind, path: str, *, before: ScaleSet, after: ScaleSet) -> str:
         "github_settings": NOTE_GITHUB,
         "credentials": NOTE_CREDENTIALS,
         "drain_timeout": NOTE_DRAIN_TIMEOUT,
+        "scale_down_delay": NOTE_SCALE_DOWN_DELAY,
     }
     return notes[kind]
 
@@ -314,6 +326,7 @@ def _effects(changes: tuple[FieldChange, ...]) -> Effects:
         suspend=True in suspended,
         resume=False in suspended,
         drain_timeout="drain_timeout" in kinds,
+        scale_down_delay="scale_down_delay" in kinds,
     )
 
 

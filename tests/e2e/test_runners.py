@@ -10,7 +10,7 @@ from tests.waiting import eventually
 
 pytestmark = pytest.mark.docker
 
-BROKEN = ["/bin/sh", "-c", "echo 'runner: cannot read .runner: no such file' >&2; exit 7"]
+BROKEN = ["/bin/sh", "-c", "echo 'runner: cannot read .runner: no such file' >&2; exit 3"]
 
 
 async def test_a_runner_that_fails_at_once_shows_its_exit_code_and_log_tail(e2e: E2E) -> None:
@@ -31,8 +31,8 @@ async def test_a_runner_that_fails_at_once_shows_its_exit_code_and_log_tail(e2e:
 
     last = await eventually(failure, timeout=30, message="the broken scale set's last failure")
     assert last["reason"] == "exited_early"
-    assert last["exitCode"] == 7
-    assert last["message"] == "runner exited with code 7 before taking a job"
+    assert last["exitCode"] == 3
+    assert last["message"] == "runner exited with code 3 before taking a job"
     assert "runner: cannot read .runner: no such file" in last["logTail"]  # type: ignore[operator]
 
     async def counted() -> float | None:

@@ -8,6 +8,7 @@ The payload image is the busybox image plus a 4 MiB random layer, pushed to Debi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import re
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from runscaler.backends.base import BackendError
+from runscaler.backends.base import LABEL_FLEET, LABEL_RUNNER, BackendError, RunnerSpec
 from runscaler.backends.docker import DockerBackend
 from runscaler.backends.docker_pull import PullEvent
 from runscaler.console.pulls import LogPullProgress, RichPullProgress, pull_progress
@@ -264,3 +265,34 @@ def test_progress_is_live_on_a_terminal_and_log_lines_elsewhere(tmp_path: Path) 
 
     assert isinstance(pull_progress(io.StringIO()), LogPullProgress)
     assert isinstance(pull_progress(Terminal()), RichPullProgress)
+
+
+async def test_a_runner_that_exits_outdated_gets_its_mutable_tag_pulled_again(
+    payload: str, fleet_name: str
+) -> None:
+    progress = Recorder()
+    backend = DockerBackend(fleet=fleet_name, pull_progress=progress)
+    spec = DockerTemplate.model_validate(
+        {"image": payload, "pull": "missing", "user": "0", "command": ["sh", "-c", "exit 7"]}
+    )
+    selector = {LABEL_FLEET: fleet_name}
+    try:
+        await backend.prepare(spec)
+        async with contextlib.aclosing(backend.exits(selector)) as exits:
+            await backend.start(
+                RunnerSpec(
+                    name="linux-0000beef",
+                    jit_config="not-a-real-jit-config",
+                    labels={**selector, LABEL_RUNNER: "linux-0000beef"},
+                    template=spec,
+                )
+            )
+            async with asyncio.timeout(30):
+                event = await anext(aiter(exits))
+        assert event.exit_code == 7
+        await backend.prepare(spec)  # present, but outdated: pulled again
+        await backend.prepare(spec)  # once
+        await backend.remove("linux-0000beef")
+    finally:
+        await backend.close()
+    assert progress.started == [payload, payload]

@@ -363,6 +363,17 @@ def test_counters_have_no_created_series() -> None:
     assert "_created" not in scrape(metrics)
 
 
+def test_unparseable_messages_count_per_scale_set_from_zero() -> None:
+    status = fleet_status(
+        scale_set_status("linux", messages_unparseable=2), scale_set_status("mac")
+    )
+    metrics = Metrics(lambda: status)
+
+    found = samples(scrape(metrics), "runscaler_messages_unparseable_total")
+
+    assert found == {labels(scale_set="linux"): 2, labels(scale_set="mac"): 0}
+
+
 def full_status() -> FleetStatus:
     return fleet_status(
         scale_set_status("linux"),
@@ -404,6 +415,7 @@ EVERY_NAME = {
     "runscaler_manifest_generation",
     "runscaler_runner_failures_total",
     "runscaler_runner_start_duration_seconds_bucket",
+    "runscaler_messages_unparseable_total",
 }
 
 

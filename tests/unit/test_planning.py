@@ -14,6 +14,7 @@ from runscaler.planning import (
     NOTE_RESUME,
     NOTE_ROLLING,
     NOTE_SCALE_DOWN,
+    NOTE_SCALE_DOWN_DELAY,
     NOTE_SCALE_UP,
     Effects,
     Plan,
@@ -194,6 +195,14 @@ UPDATES = [
         [NOTE_DRAIN_TIMEOUT],
         Effects(drain_timeout=True),
         id="drain-timeout",
+    ),
+    pytest.param(
+        {},
+        {"scaleDownDelay": "2m"},
+        {"scaleDownDelay": ("30s", "2m")},
+        [NOTE_SCALE_DOWN_DELAY],
+        Effects(scale_down_delay=True),
+        id="scale-down-delay",
     ),
     pytest.param(
         {},

@@ -12,11 +12,12 @@ leaves this package (`docker_client.engine_calls`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import aiodocker
 from aiodocker.exceptions import DockerError
@@ -91,7 +92,9 @@ class DockerBackend:
         self._client: aiodocker.Docker | None = None
         self._socket_gid: int | None = None
         self._puller = ImagePuller(docker=self.api, host=self.host, progress=pull_progress)
-        self._exits = ExitWatch(docker=self.api, host=self.host, fleet=fleet)
+        self._exits = ExitWatch(
+            docker=self.api, host=self.host, fleet=fleet, on_outdated=self._puller.mark_stale
+        )
         self._shared_ready = False
         self._shared_lock = asyncio.Lock()
         self._jit_configs: dict[str, str] = {}
@@ -157,22 +160,36 @@ class DockerBackend:
         self._jit_configs[spec.name] = spec.jit_config
         log.debug("starting container %s from %s", name, template.image)
         docker = self.api()
-        with engine_calls(self.host, f"cannot create container {name}"):
-            container_id = await create_container(
-                docker, body, name=name, platform=template.platform
-            )
         try:
-            with engine_calls(self.host, f"cannot start container {name}"):
-                await docker.containers.container(container_id).start()
+            with _backend_errors(f"cannot create container {name}"):
+                with engine_calls(self.host, f"cannot create container {name}"):
+                    container_id = await create_container(
+                        docker, body, name=name, platform=template.platform
+                    )
         except BaseException:
-            # Failed or cancelled: never leave a created-but-dead container behind. If even
-            # that fails, adoption removes it later (it lists as not running).
-            try:
-                await asyncio.shield(force_remove(docker, container_id))
-            except Exception as exc:
-                log.debug("could not remove %s after a failed start: %r", name, exc)
-            self._forget(spec.name)
+            # Failed or cancelled while the engine was creating it: it may exist, but it
+            # never started. Remove it by name so no created-but-dead container is left.
+            await self._remove_unstarted(name, spec.name)
             raise
+        try:
+            with _backend_errors(f"cannot start container {name}"):
+                with engine_calls(self.host, f"cannot start container {name}"):
+                    await docker.containers.container(container_id).start()
+        except BackendError:
+            # The engine said no: it did not start.
+            await self._remove_unstarted(container_id, spec.name)
+            raise
+        # Cancelled while the engine was starting it: it may be running and may take a job,
+        # so it stays (the caller tracks it, or the next start adopts it; a container that
+        # did not start lists as not running and is removed then).
+
+    async def _remove_unstarted(self, ref: str, runner: str) -> None:
+        try:
+            await asyncio.shield(force_remove(self.api(), ref))
+        except Exception as exc:
+            # Adoption (or the scaler's resync) removes it later: it lists as not running.
+            log.debug("could not remove %s after a failed start: %r", ref, exc)
+        self._forget(runner)
 
     async def remove(self, name: str) -> None:
         cname = container_name(self.fleet, name)
@@ -261,6 +278,18 @@ class DockerBackend:
                         " / ".join(result.output[-3:]),
                     )
             self._shared_ready = True
+
+
+@contextlib.contextmanager
+def _backend_errors(what: str) -> Iterator[None]:
+    """Whatever else the client raises (a closed session's RuntimeError, an answer without
+    an id) leaves as a `BackendError`, the cause chained."""
+    try:
+        yield
+    except BackendError:
+        raise
+    except Exception as exc:
+        raise BackendError(f"{what}: {exc!r}") from exc
 
 
 def _owned(summary: Mapping[str, object]) -> OwnedRunner:

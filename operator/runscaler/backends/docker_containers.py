@@ -55,11 +55,24 @@ async def force_remove(docker: aiodocker.Docker, ref: str) -> bool:
     except DockerError as exc:
         if exc.status == 404:
             return False
-        # 409: another caller is removing it right now; it will be gone either way.
+        # 409: another caller is removing it right now: wait until it is gone, so a caller
+        # that lists containers next never sees it half removed.
         if exc.status == 409 and "in progress" in str(exc.message):
+            await _gone(docker, ref)
             return True
         raise
     return True
+
+
+async def _gone(docker: aiodocker.Docker, ref: str, *, tries: int = 100) -> None:
+    for _ in range(tries):
+        try:
+            await docker.containers.container(ref).show()
+        except DockerError as exc:
+            if exc.status == 404:
+                return
+            raise
+        await asyncio.sleep(0.1)
 
 
 async def output_lines(docker: aiodocker.Docker, ref: str, *, tail: int | None = None) -> list[str]:

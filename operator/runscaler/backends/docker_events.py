@@ -43,6 +43,10 @@ REPLAY_MARGIN = 2.0
 
 _CLOSED = object()
 
+# The runner's exit code when GitHub refuses its version (with
+# ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1 in its environment).
+OUTDATED_EXIT_CODE = 7
+
 
 class ExitSubscription:
     """An async iterator of `RunnerExit`s matching one selector."""
@@ -83,8 +87,16 @@ class ExitSubscription:
 class ExitWatch:
     """The one `die` event stream of a backend, shared by its subscriptions."""
 
-    def __init__(self, *, docker: Callable[[], aiodocker.Docker], host: str, fleet: str) -> None:
+    def __init__(
+        self,
+        *,
+        docker: Callable[[], aiodocker.Docker],
+        host: str,
+        fleet: str,
+        on_outdated: Callable[[str], None] | None = None,
+    ) -> None:
         self._docker = docker
+        self._on_outdated = on_outdated
         self._host = host
         self._fleet = fleet
         # Weak: a subscription its owner dropped without closing stops receiving and goes away.
@@ -172,6 +184,9 @@ class ExitWatch:
             exit_code = -1
         at = event.get("timeNano")
         when = at / 1e9 if isinstance(at, int) else float(event.get("time") or time.time())
+        image = labels.get("image")
+        if exit_code == OUTDATED_EXIT_CODE and image and self._on_outdated is not None:
+            self._on_outdated(image)
         runner_exit = RunnerExit(name=runner, exit_code=exit_code, at=when)
         for subscription in list(self._subscriptions):
             if subscription.matches(labels):

@@ -92,6 +92,21 @@ class ImagePuller:
         self._progress = progress
         self._inflight: dict[tuple[str, str | None], asyncio.Task[None]] = {}
         self._refreshed: set[tuple[str, str | None]] = set()
+        self._stale: set[str] = set()  # mutable tags whose runner said it is outdated
+
+    def mark_stale(self, image: str) -> None:
+        """A runner of `image` exited as outdated (code 7): pull a mutable tag again before
+        the next start, whatever the pull policy says about a present image."""
+        if "@" in image:
+            return  # pinned by digest: pulling again cannot change it
+        if image not in self._stale:
+            log.warning(
+                "image %s is outdated (its runner exited with code 7); pulling it again "
+                "before the next start",
+                image,
+            )
+        self._stale.add(image)
+        self._refreshed = {key for key in self._refreshed if key[0] != image}
 
     async def ensure(self, image: str, *, policy: PullPolicy, platform: str | None) -> None:
         """Make `image` present per `policy` (see the manifest's `docker.pull`)."""
@@ -102,6 +117,10 @@ class ImagePuller:
                     f"image {image} is not on Docker at {self._host} and docker.pull is never: "
                     "load it there (docker pull or docker load) or set docker.pull: missing"
                 )
+            return
+        if policy == "missing" and image in self._stale:
+            await self.pull(image, platform=platform)
+            self._stale.discard(image)
             return
         if policy == "missing":
             if not await self.present(image):
@@ -118,6 +137,7 @@ class ImagePuller:
             log.warning("%s; using the copy already on the engine", exc)
             return
         self._refreshed.add(key)
+        self._stale.discard(image)
 
     async def present(self, image: str) -> bool:
         with engine_calls(self._host, f"cannot inspect image {image}"):

@@ -29,6 +29,7 @@ from runscaler.github.client import ScaleSetClient
 from runscaler.github.errors import (
     AuthError,
     GitHubError,
+    MessageUnparseableError,
     ScaleSetNotFoundError,
     SessionConflictError,
 )
@@ -130,6 +131,7 @@ class Listener:
         self.label_mismatch: str | None = None
         self._patches_tried: set[tuple[str, object]] = set()
         self._session: MessageSession | None = None
+        self.messages_unparseable = 0
         self._repoll = asyncio.Event()
         self.scale_set_known = asyncio.Event()
 
@@ -341,7 +343,7 @@ class Listener:
         """Long-poll once; a live settings change interrupts the poll so the new capacity
         header goes out at once (an unread message is simply redelivered)."""
         self._repoll.clear()
-        poll = asyncio.ensure_future(session.get_message(max_capacity=self.settings.max_runners))
+        poll = asyncio.ensure_future(self._read_message(session))
         wake = asyncio.ensure_future(self._repoll.wait())
         try:
             await asyncio.wait({poll, wake}, return_when=asyncio.FIRST_COMPLETED)
@@ -353,17 +355,31 @@ class Listener:
             return None
         return poll.result()
 
+    async def _read_message(self, session: MessageSession) -> Message | None:
+        """The next message; one that cannot be parsed is acknowledged, counted and shown as
+        the scale set's last error, so it is not redelivered after every reconnect."""
+        try:
+            return await session.get_message(max_capacity=self.settings.max_runners)
+        except MessageUnparseableError as exc:
+            await session.delete_message(exc.message_id)
+            self.messages_unparseable += 1
+            self.last_error = f"message {exc.message_id} could not be parsed and was skipped: {exc}"
+            log.warning("%s: %s", self._name, self.last_error)
+            return None
+
     async def _handle(self, session: MessageSession, message: Message) -> None:
         if session.seen(message):
             # Redelivered after we handled it (the acknowledgement was lost): ack only.
             await session.delete_message(message.message_id)
             return
-        self.statistics = message.statistics
-        await session.delete_message(message.message_id)
+        # Acquire before the acknowledgement: if acquiring fails, the message is delivered
+        # again instead of its job events being lost.
         available = [j.runner_request_id for j in message.jobs if isinstance(j, JobAvailable)]
         if available:
             acquired = await session.acquire_jobs(available)
             log.debug("%s: acquired %d of %d jobs", self._name, len(acquired), len(available))
+        await session.delete_message(message.message_id)
+        self.statistics = message.statistics
         for job in message.jobs:
             if isinstance(job, JobStarted):
                 self._hooks.job_started(job)

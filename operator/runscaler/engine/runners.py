@@ -1,4 +1,4 @@
-"""The scaler's bookkeeping: one record per runner, and the arithmetic of a reconcile pass.
+"""The arithmetic of a reconcile pass over the book's records.
 
 Kept apart from the scaler's I/O so the rules (what counts as capacity, which runners go first
 on a scale-down, when a rolling replacement may surge) are plain functions over plain data.
@@ -6,32 +6,13 @@ on a scale-down, when a rolling replacement may surge) are plain functions over 
 
 from __future__ import annotations
 
-import enum
 import secrets
-import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from runscaler.engine.book import RunnerRecord, RunnerState
 
-class RunnerState(enum.Enum):
-    STARTING = "starting"  # JIT config asked for, container being created
-    IDLE = "idle"  # running, registered, no job yet
-    BUSY = "busy"  # running a job: never removed by scaling or template changes
-    REMOVING = "removing"  # being unregistered and removed (a scale-down or a drain)
-    FINISHED = "finished"  # its job completed; waiting for the process to exit
-
-
-@dataclass
-class RunnerRecord:
-    """One runner this scaler owns. Exactly one record per runner."""
-
-    name: str
-    template_hash: str
-    state: RunnerState = RunnerState.STARTING
-    runner_id: int | None = None  # GitHub's agent id, once known
-    created_at: float = field(default_factory=time.time)
-    took_job: bool = False
-    adopted: bool = False
+__all__ = ["PassPlan", "RunnerRecord", "RunnerState", "new_runner_name", "plan_pass"]
 
 
 def new_runner_name(scale_set_name: str) -> str:
@@ -57,7 +38,8 @@ def plan_pass(
 ) -> PassPlan:
     """Decide starts and removals for one pass.
 
-    - Capacity is every starting, idle or busy runner; starts fill the gap to `desired`.
+    - Capacity is every starting, idle or busy runner, and a runner whose process ended with
+      its job before the job's completion was seen (for a short hold); starts fill the gap.
     - Removals consider only running runners (not ones still starting), so a rolling
       replacement removes an old idle runner only once its replacement is up
       (make-before-break), and never a busy one.
@@ -66,10 +48,9 @@ def plan_pass(
     """
     items = list(records)
     starting = [r for r in items if r.state is RunnerState.STARTING]
-    idle = [r for r in items if r.state is RunnerState.IDLE]
-    busy = [r for r in items if r.state is RunnerState.BUSY]
-    capacity = len(starting) + len(idle) + len(busy)
-    running = len(idle) + len(busy)
+    idle = [r for r in items if r.state is RunnerState.IDLE and r.op is None]
+    capacity = sum(1 for r in items if r.counts)
+    running = capacity - len(starting)
     stale_idle = [r for r in idle if r.template_hash != template_hash]
 
     start = max(0, min(desired, max_runners) - capacity) if may_start else 0

@@ -1,17 +1,23 @@
 """The scaler: keeps one scale set's runners at the count the listener asks for.
 
 Runners are ephemeral: each is registered with a just-in-time config, started on the backend,
-takes at most one job and exits. The scaler keeps one record per runner and acts on three
-inputs: the desired count (from the listener), job events (from the listener) and runner exits
-(watched on the backend, not polled). What the original tool got wrong, this gets right:
+takes at most one job and exits. Their records live in the book (`engine/book.py`), which only
+named transitions change. The scaler acts on three inputs, the desired count and job events
+(from the listener) and runner exits (watched on the backend, not polled), plus a resync on
+its own timer that reconciles the book with the engine and GitHub whatever the traffic:
 
-- missing runners start concurrently (bounded by a limiter shared across the fleet);
+- missing runners start concurrently; a fleet-wide start slot is held only while the engine
+  starts a container, never while waiting for GitHub or a listener;
 - a runner that exits without having taken a job is a failure: it is unregistered on GitHub,
   removed, replaced with crash-loop backoff, and its exit code and log tail kept for status;
+- a runner whose process ends with its job still counts until the job's completion is seen
+  (or a short hold passes), so a completion never starts a runner that is removed at once;
 - surplus idle runners are removed when demand drops, unregistering first, so a runner that
   took a job in the meantime (`JobStillRunning`) is kept as busy;
-- after a template change idle runners are replaced make-before-break; busy ones finish;
-- on start, this scale set's running containers are adopted and exited ones removed.
+- after a template change idle runners are replaced make-before-break; busy ones finish.
+
+Every per-runner operation lives in `engine/runnerops.py` and settles its record when it ends,
+cancelled or not.
 """
 
 from __future__ import annotations
@@ -20,14 +26,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from runscaler.backends.base import (
     LABEL_FLEET,
-    LABEL_RUNNER,
-    LABEL_SCALE_SET,
     LABEL_SCALE_SET_KEY,
     LABEL_TEMPLATE,
     Backend,
@@ -35,43 +39,24 @@ from runscaler.backends.base import (
     BackendUnavailable,
     OwnedRunner,
     RunnerExit,
-    RunnerNotFound,
-    RunnerSpec,
 )
+from runscaler.engine.book import Book, RunnerRecord, RunnerState
 from runscaler.engine.listener import Backoff
-from runscaler.engine.runners import (
-    RunnerRecord,
-    RunnerState,
-    new_runner_name,
-    plan_pass,
+from runscaler.engine.runnerops import (
+    Failure,
+    RegisteredRunner,
+    RunnerOps,
+    RunnerRegistry,
+    ScalerMetrics,
 )
+from runscaler.engine.runners import new_runner_name, plan_pass
 from runscaler.engine.tasks import stop_task, wait_event
-from runscaler.github.errors import GitHubError, JobStillRunningError
-from runscaler.github.models import JitConfig, JobCompleted, JobStarted
-from runscaler.logs import secrets
+from runscaler.github.models import JobCompleted, JobStarted
 from runscaler.manifest.models import DockerTemplate, TartTemplate
 
+__all__ = ["Failure", "RunnerRegistry", "Scaler", "ScalerMetrics", "ScalerTiming", "Template"]
+
 log = logging.getLogger(__name__)
-
-
-class RunnerRegistry(Protocol):
-    """The GitHub side of a runner's life, for one scale set."""
-
-    async def register(self, runner_name: str) -> JitConfig: ...
-
-    async def unregister(self, runner_id: int) -> None:
-        """Remove the registration; `JobStillRunningError` when the runner has a job."""
-        ...
-
-    async def lookup(self, runner_name: str) -> int | None:
-        """The runner's id, or None when it is not registered (any more)."""
-        ...
-
-
-class ScalerMetrics(Protocol):
-    def runner_started(self, seconds: float) -> None: ...
-
-    def runner_failed(self, reason: str) -> None: ...
 
 
 class _NoMetrics:
@@ -87,8 +72,16 @@ class ScalerTiming:
     crash_backoff_initial: float = 2.0
     crash_backoff_max: float = 120.0
     finished_grace: float = 60.0  # a runner whose job completed should exit by then
-    resync_interval: float = 30.0  # re-list the backend as a safety net under the event stream
+    resync_interval: float = 30.0  # reconcile with the engine and GitHub, whatever the traffic
     backend_retry: float = 5.0
+    # A runner that exited with its job still counts this long, until JobCompleted arrives.
+    completion_hold: float = 30.0
+    cleanup_limit: float = 10.0  # how long a cancelled operation may spend undoing itself
+    # How long a runner that exited without a job we know of waits for late job events
+    # before it is judged (GitHub's can arrive tens of seconds late).
+    exit_grace: float = 30.0
+    # Manifest durations the scaler waits out (scaleDownDelay) are multiplied by this.
+    manifest_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -98,17 +91,6 @@ class Template:
     spec: DockerTemplate | TartTemplate
     hash: str
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
-
-
-@dataclass(frozen=True)
-class Failure:
-    """The last runner failure, for status."""
-
-    reason: str  # start_failed | exited_early | drain_timeout
-    message: str
-    exit_code: int | None = None
-    log_tail: tuple[str, ...] = ()
-    at: float = field(default_factory=time.time)
 
 
 class Scaler:
@@ -125,18 +107,23 @@ class Scaler:
         start_limiter: asyncio.Semaphore,
         timing: ScalerTiming = ScalerTiming(),
         metrics: ScalerMetrics | None = None,
+        scale_down_delay: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.fleet = fleet
+        self._scale_down_delay = scale_down_delay
+        self._surplus_since: float | None = None  # when demand fell below the runners
+        self._not_before_removal = 0.0
         self.scale_set_name = scale_set_name
         self.key = scale_set_key
         self.template = template
         self.max_runners = max_runners
         self.backend = backend
         self.registry = registry
-        self._limiter = start_limiter
         self._timing = timing
         self._metrics = metrics or _NoMetrics()
-        self.runners: dict[str, RunnerRecord] = {}
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self.book = Book(scale_set_name, on_change=self._on_book_change)
         self.desired = 0
         self._have_desired = False  # nothing is started or removed before the listener speaks
         self.last_failure: Failure | None = None
@@ -145,16 +132,43 @@ class Scaler:
         self._not_before = 0.0
         self._crash_backoff = Backoff(timing.crash_backoff_initial, timing.crash_backoff_max)
         self._accepting = True  # False once draining or shutting down: start nothing new
-        self._wake = asyncio.Event()
-        self._gone = asyncio.Event()  # a runner was forgotten (a drain waits on it)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._jit: dict[str, str] = {}
+        self._waiters: set[asyncio.Event] = set()
+        self.outdated: str | None = None  # what to do about an outdated runner image
+        self.ops = RunnerOps(self, start_limiter=start_limiter)
+
+    def _on_book_change(self) -> None:
+        self._changed.set()
+        self._wake.set()
+        for waiter in self._waiters:
+            waiter.set()
+
+    async def book_changed(self, limit: float) -> bool:
+        """Wait at most `limit` seconds for any change in the book."""
+        waiter = asyncio.Event()
+        self._waiters.add(waiter)
+        try:
+            return await wait_event(waiter, limit)
+        finally:
+            self._waiters.discard(waiter)
 
     # -- inputs ----------------------------------------------------------------------------
 
     @property
     def selector(self) -> dict[str, str]:
         return {LABEL_FLEET: self.fleet, LABEL_SCALE_SET_KEY: self.key}
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    @property
+    def timing(self) -> ScalerTiming:
+        return self._timing
+
+    @property
+    def metrics(self) -> ScalerMetrics:
+        return self._metrics
 
     def desired_runners(self, count: int) -> None:
         if count != self.desired:
@@ -164,25 +178,54 @@ class Scaler:
         self._wake.set()
 
     def job_started(self, job: JobStarted) -> None:
-        record = self.runners.get(job.runner_name)
+        record = self.book.get(job.runner_name)
         if record is None:
             return
-        record.took_job = True
-        if record.state is not RunnerState.FINISHED:
-            record.state = RunnerState.BUSY
-        if job.runner_id:
-            record.runner_id = job.runner_id
+        moved = self.book.job_started(
+            record.name, job_id=job.job_id or None, runner_id=job.runner_id or None
+        )
+        if moved is not None and record.state is not RunnerState.BUSY:
+            log.info(
+                "%s: job %s started on runner %s",
+                self.scale_set_name,
+                job.job_id,
+                record.name,
+                extra={
+                    "scale_set": self.scale_set_name,
+                    "runner": record.name,
+                    "job_id": job.job_id,
+                },
+            )
         self.failures_in_row = 0
+        self.outdated = None
         self._crash_backoff.reset()
 
     def job_completed(self, job: JobCompleted) -> None:
-        record = self.runners.get(job.runner_name)
+        record = self.book.get(job.runner_name)
         if record is None:
             return
-        record.took_job = True
-        record.state = RunnerState.FINISHED
-        self._spawn(self._reap_if_stuck(record.name), "reap")
-        self._wake.set()
+        duration = time.time() - record.job_since if record.job_since else None
+        log.info(
+            "%s: job %s ended on runner %s (%s)%s",
+            self.scale_set_name,
+            job.job_id,
+            record.name,
+            job.result,
+            f" after {duration:.1f}s" if duration is not None else "",
+            extra={
+                "scale_set": self.scale_set_name,
+                "runner": record.name,
+                "job_id": job.job_id,
+                "result": job.result,
+                "duration": None if duration is None else round(duration, 3),
+            },
+        )
+        if record.state is RunnerState.FINISHING and record.exit_code is not None:
+            # Its process already ended and its container is being (or was) removed.
+            self.book.gone(record.name)
+            return
+        if self.book.job_ended(record.name, completed=True, job_id=job.job_id or None):
+            self.spawn(self.ops.reap_if_stuck(record.name), f"reap:{record.name}")
 
     def set_max_runners(self, max_runners: int) -> None:
         self.max_runners = max_runners
@@ -198,7 +241,10 @@ class Scaler:
     # -- counts for status and metrics -----------------------------------------------------
 
     def count(self, state: RunnerState) -> int:
-        return sum(1 for r in self.runners.values() if r.state is state)
+        return self.book.count(state)
+
+    def records(self) -> list[RunnerRecord]:
+        return list(self.book)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -209,169 +255,91 @@ class Scaler:
                 group.create_task(self._watch_exits(), name=f"exits:{self.scale_set_name}")
                 group.create_task(self._reconcile_loop(), name=f"scaler:{self.scale_set_name}")
         finally:
-            for task in list(self._tasks):
-                await stop_task(task)
+            while self._tasks:
+                for task in list(self._tasks):
+                    await stop_task(task)
 
     async def _reconcile_loop(self) -> None:
         await self._adopt()
+        resync_at = time.monotonic() + self._timing.resync_interval
         while True:
             self._wake.clear()
-            await self._reconcile_once()
-            timeout = self._timing.resync_interval
-            if self._not_before > time.monotonic():
-                timeout = min(timeout, self._not_before - time.monotonic())
-            if not await wait_event(self._wake, max(0.01, timeout)):
-                await self._resync()
+            self._reconcile_once()
+            now = time.monotonic()
+            if now >= resync_at:
+                # On its own timer: a busy scale set wakes this loop all the time.
+                await self.resync()
+                resync_at = time.monotonic() + self._timing.resync_interval
+                continue
+            timeout = resync_at - now
+            for at in (self._not_before, self._not_before_removal):
+                if at > now:
+                    timeout = min(timeout, at - now)
+            await wait_event(self._wake, max(0.01, timeout))
 
-    async def _reconcile_once(self) -> None:
+    def _reconcile_once(self) -> None:
         if not self._have_desired and self._accepting:
             return
         may_start = (
             self._accepting and self.degraded is None and time.monotonic() >= self._not_before
         )
         decision = plan_pass(
-            self.runners.values(),
+            self.book,
             desired=self.desired if self._accepting else 0,
             max_runners=self.max_runners,
             template_hash=self.template.hash,
             may_start=may_start,
         )
-        for name in decision.remove:
-            record = self.runners.get(name)
-            if record is not None and record.state is RunnerState.IDLE:
-                record.state = RunnerState.REMOVING
-                self._spawn(self._remove_idle(record), f"remove:{name}")
+        for name in self._due_removals(decision.remove):
+            if self.book.removing(name) is not None:
+                self.spawn(self.ops.remove_idle(name), f"remove:{name}")
         for _ in range(decision.start):
-            record = RunnerRecord(
-                name=new_runner_name(self.scale_set_name), template_hash=self.template.hash
-            )
-            self.runners[record.name] = record
-            self._spawn(self._start(record, self.template), f"start:{record.name}")
+            record = self.book.starting(new_runner_name(self.scale_set_name), self.template.hash)
+            self.spawn(self.ops.start(record.name, self.template), f"start:{record.name}")
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _due_removals(self, removals: tuple[str, ...]) -> tuple[str, ...]:
+        """Surplus idle runners go only once demand has stayed below them for the scale
+        set's `scaleDownDelay` (GitHub re-offers jobs, so demand dips for a moment)."""
+        now = time.monotonic()
+        running = sum(1 for r in self.book if r.counts and r.state is not RunnerState.STARTING)
+        if running <= self.desired or not self._accepting:
+            self._surplus_since = None
+            return removals  # a drain, or a template replaced in place: at once
+        if self._surplus_since is None:
+            self._surplus_since = now
+        due = self._surplus_since + self._scale_down_delay() * self._timing.manifest_scale
+        if now >= due:
+            return removals
+        self._not_before_removal = due
+        # Old-template runners being rolled are not demand's surplus: they go at once.
+        return tuple(
+            name
+            for name in removals
+            if (r := self.book.get(name)) is not None and r.template_hash != self.template.hash
+        )
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=f"{self.scale_set_name}:{name}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+        return task
 
-    # -- starting --------------------------------------------------------------------------
-
-    async def _start(self, record: RunnerRecord, template: Template) -> None:
-        began = time.monotonic()
-        try:
-            # Pulls happen here, outside the limiter, so a slow pull does not hold up other
-            # scale sets' starts; it is shared and cheap once done.
-            await self.backend.prepare(template.spec)
-            async with self._limiter:
-                if not self._accepting:
-                    self._forget(record.name)
-                    return
-                jit = await self.registry.register(record.name)
-                record.runner_id = jit.runner_id
-                # The client registered it as a secret; forgetting the runner discards it.
-                self._jit[record.name] = jit.encoded
-                await self.backend.start(
-                    RunnerSpec(
-                        name=record.name,
-                        jit_config=jit.encoded,
-                        labels=self._labels(record),
-                        template=template.spec,
-                        env=template.env,
-                    )
-                )
-        except (GitHubError, BackendError) as exc:
-            await self._start_failed(record, exc)
-            return
-        if record.state is RunnerState.STARTING:
-            record.state = RunnerState.IDLE
-        elapsed = time.monotonic() - began
-        self._metrics.runner_started(elapsed)
-        log.info("%s: runner %s started in %.2fs", self.scale_set_name, record.name, elapsed)
-        self._wake.set()
-
-    def _labels(self, record: RunnerRecord) -> dict[str, str]:
-        return {
-            LABEL_FLEET: self.fleet,
-            LABEL_SCALE_SET: self.scale_set_name,
-            LABEL_SCALE_SET_KEY: self.key,
-            LABEL_RUNNER: record.name,
-            LABEL_TEMPLATE: record.template_hash,
-        }
-
-    async def _start_failed(self, record: RunnerRecord, exc: Exception) -> None:
-        if isinstance(exc, BackendUnavailable):
-            self.degraded = str(exc)
-        log.error("%s: could not start runner %s: %s", self.scale_set_name, record.name, exc)
-        await self._discard(record)
-        self._failed(Failure(reason="start_failed", message=str(exc)))
-
-    # -- exits -----------------------------------------------------------------------------
-
-    async def _watch_exits(self) -> None:
-        while True:
-            try:
-                async with contextlib.aclosing(self.backend.exits(self.selector)) as exits:
-                    async for event in exits:
-                        if self.degraded is not None:
-                            self._recovered()
-                        await self._on_exit(event)
-            except BackendUnavailable as exc:
-                if self.degraded is None:
-                    log.error("%s: %s; retrying", self.scale_set_name, exc)
-                self.degraded = str(exc)
-            await asyncio.sleep(self._timing.backend_retry)
-            await self._resync()
-
-    def _recovered(self) -> None:
-        log.info("%s: the backend is reachable again", self.scale_set_name)
-        self.degraded = None
-        self._wake.set()
-
-    async def _on_exit(self, event: RunnerExit) -> None:
-        record = self.runners.get(event.name)
-        if record is None or record.state is RunnerState.REMOVING:
-            return  # someone is already removing it (or it was never ours to track)
-        if record.state is RunnerState.BUSY or record.took_job:
-            await self._finished(record)
-            return
-        if await self._registration_gone(record):
-            # It took a job and GitHub already removed its registration: a normal end whose
-            # JobStarted message we had not seen yet.
-            await self._finished(record)
-            return
-        await self._exited_early(record, event.exit_code)
-
-    async def _registration_gone(self, record: RunnerRecord) -> bool:
-        try:
-            return await self.registry.lookup(record.name) is None
-        except GitHubError:
-            return False
-
-    async def _finished(self, record: RunnerRecord) -> None:
-        self._forget(record.name)
-        await self._remove_container(record.name)
-        self._wake.set()
-
-    async def _exited_early(self, record: RunnerRecord, exit_code: int) -> None:
-        tail: list[str] = []
-        with contextlib.suppress(BackendError):
-            tail = await self.backend.logs_tail(record.name, lines=20)
-        log.error(
-            "%s: runner %s exited with code %d before taking a job",
-            self.scale_set_name,
-            record.name,
-            exit_code,
-        )
-        await self._discard(record)
-        self._failed(
-            Failure(
-                reason="exited_early",
-                message=f"runner exited with code {exit_code} before taking a job",
-                exit_code=exit_code,
-                log_tail=tuple(tail),
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error(
+                "%s: %s failed unexpectedly",
+                self.scale_set_name,
+                task.get_name(),
+                exc_info=exc,
             )
-        )
 
-    def _failed(self, failure: Failure) -> None:
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- failures --------------------------------------------------------------------------
+
+    def failed(self, failure: Failure) -> None:
         self.last_failure = failure
         self.failures_in_row += 1
         self._metrics.runner_failed(failure.reason)
@@ -387,61 +355,72 @@ class Scaler:
             )
         self._wake.set()
 
-    async def _reap_if_stuck(self, name: str) -> None:
-        await asyncio.sleep(self._timing.finished_grace)
-        record = self.runners.get(name)
-        if record is not None and record.state is RunnerState.FINISHED:
-            log.warning(
-                "%s: runner %s did not exit after its job; removing", self.scale_set_name, name
-            )
-            await self._finished(record)
-
-    # -- removing --------------------------------------------------------------------------
-
-    async def _remove_idle(self, record: RunnerRecord) -> None:
-        """Unregister first: if GitHub says it has a job, it is busy and stays."""
-        try:
-            if record.runner_id is None:
-                record.runner_id = await self.registry.lookup(record.name)
-            if record.runner_id is not None:
-                await self.registry.unregister(record.runner_id)
-        except JobStillRunningError:
-            log.info("%s: runner %s took a job; keeping it", self.scale_set_name, record.name)
-            record.state = RunnerState.BUSY
-            record.took_job = True
-            return
-        except GitHubError as exc:
-            log.warning("%s: cannot unregister %s yet: %s", self.scale_set_name, record.name, exc)
-            record.state = RunnerState.IDLE
-            self._wake.set()
-            return
-        self._forget(record.name)
-        await self._remove_container(record.name)
-        log.info("%s: removed idle runner %s", self.scale_set_name, record.name)
+    def runner_outdated(self, failure: Failure) -> None:
+        """Not a crash loop: the image is pulled again before the next start, which waits
+        the crash backoff so an image that is still outdated does not spin."""
+        self.last_failure = failure
+        self.outdated = failure.message
+        self._metrics.runner_failed(failure.reason)
+        self._not_before = time.monotonic() + self._crash_backoff.next()
         self._wake.set()
 
-    async def _discard(self, record: RunnerRecord) -> None:
-        """Unregister (best effort) and remove a runner that failed."""
-        self._forget(record.name)
-        if record.runner_id is not None:
-            with contextlib.suppress(GitHubError):
-                await self.registry.unregister(record.runner_id)
-        await self._remove_container(record.name)
+    def unavailable(self, exc: BackendError) -> None:
+        if isinstance(exc, BackendUnavailable):
+            self.degraded = str(exc)
 
-    async def _remove_container(self, name: str) -> None:
-        try:
-            await self.backend.remove(name)
-        except RunnerNotFound:
-            pass
-        except BackendError as exc:
-            log.warning("%s: cannot remove %s: %s", self.scale_set_name, name, exc)
+    # -- exits -----------------------------------------------------------------------------
 
-    def _forget(self, name: str) -> None:
-        self.runners.pop(name, None)
-        self._gone.set()
-        jit = self._jit.pop(name, None)
-        if jit is not None:
-            secrets.discard(jit)
+    async def _watch_exits(self) -> None:
+        while True:
+            try:
+                async with contextlib.aclosing(self.backend.exits(self.selector)) as exits:
+                    async for event in exits:
+                        if self.degraded is not None:
+                            self._recovered()
+                        self.on_exit(event)
+            except BackendUnavailable as exc:
+                if self.degraded is None:
+                    log.error("%s: %s; retrying", self.scale_set_name, exc)
+                self.degraded = str(exc)
+            await asyncio.sleep(self._timing.backend_retry)
+            await self.resync()
+
+    def _recovered(self) -> None:
+        log.info("%s: the backend is reachable again", self.scale_set_name)
+        self.degraded = None
+        self._wake.set()
+
+    def on_exit(self, event: RunnerExit) -> None:
+        """Judge an exit at once; what needs I/O runs as an operation of its own."""
+        name = event.name
+        record = self.book.get(name)
+        if record is None:
+            if name in self.book.leftovers:
+                self.spawn(self.ops.clean_leftover(name), f"clean:{name}")
+            return
+        if record.op == "start":
+            self.book.exited_while_starting(name, event.exit_code)
+            return
+        if record.op is not None:
+            return  # its operation removes it
+        if event.lost:
+            self.spawn(
+                self.ops.discard(name, reason="lost", detail=event.detail, lost=True),
+                f"lost:{name}",
+            )
+            return
+        if record.state is RunnerState.FINISHING:
+            if record.completed or not record.counts:
+                self.book.gone(name)
+                self.spawn(self.ops.clean_leftover(name), f"clean:{name}")
+            return
+        if record.state is RunnerState.BUSY or record.took_job:
+            self.book.job_ended(
+                name, completed=False, hold=self._timing.completion_hold, exit_code=event.exit_code
+            )
+            self.spawn(self.ops.finish(name), f"finish:{name}")
+            return
+        self.spawn(self.ops.judge_exit(name, event.exit_code), f"exit:{name}")
 
     # -- adoption and resync ---------------------------------------------------------------
 
@@ -457,29 +436,48 @@ class Scaler:
                 await asyncio.sleep(self._timing.backend_retry)
         if self.degraded is not None:
             self._recovered()
+        adopted = 0
         for runner in owned:
-            if runner.name in self.runners:
+            if runner.name in self.book:
                 continue
-            if not runner.running:
-                await self._remove_container(runner.name)
+            if not runner.running or runner.lost:
+                await self.ops.remove_container(runner.name)
                 continue
-            self.runners[runner.name] = self._adopted_record(runner)
-        if self.runners:
-            log.info("%s: adopted %d running runners", self.scale_set_name, len(self.runners))
+            adopted += await self._adopt_one(runner)
+        if adopted:
+            log.info("%s: adopted %d running runners", self.scale_set_name, adopted)
 
-    def _adopted_record(self, runner: OwnedRunner) -> RunnerRecord:
-        # Whether it is busy is unknown: it counts as idle capacity, and removing it
-        # unregisters first, which keeps it if it has a job.
-        return RunnerRecord(
-            name=runner.name,
-            template_hash=runner.labels.get(LABEL_TEMPLATE, ""),
-            state=RunnerState.IDLE,
-            created_at=runner.created_at or time.time(),
-            adopted=True,
+    async def _adopt_one(self, runner: OwnedRunner) -> int:
+        """Adopt with GitHub's word on its state: busy, idle, or never online (starting)."""
+        registered = await self.ops.registered(runner.name)
+        if runner.name in self.book:
+            return 0
+        state = RunnerState.IDLE
+        if isinstance(registered, RegisteredRunner):
+            state = (
+                RunnerState.BUSY
+                if registered.busy
+                else RunnerState.IDLE
+                if registered.online
+                else RunnerState.STARTING
+            )
+        elif registered is None:
+            state = RunnerState.FINISHING  # unregistered: its job is done, it is exiting
+        adopted = self.book.adopt(
+            runner.name,
+            runner.labels.get(LABEL_TEMPLATE, ""),
+            state=state,
+            runner_id=registered.id if isinstance(registered, RegisteredRunner) else None,
+            created_at=runner.created_at,
+            node=runner.node,
         )
+        if adopted is not None and state is RunnerState.FINISHING:
+            self.spawn(self.ops.reap_if_stuck(runner.name), f"reap:{runner.name}")
+        return 1 if adopted is not None else 0
 
-    async def _resync(self) -> None:
-        """Safety net under the event stream: exits it missed, containers that vanished."""
+    async def resync(self) -> None:
+        """Reconcile the book with the engine's list and with GitHub, in both directions."""
+        listed_at = time.monotonic()
         try:
             owned = {r.name: r for r in await self.backend.list_owned(self.selector)}
         except BackendError as exc:
@@ -487,15 +485,47 @@ class Scaler:
             return
         if self.degraded is not None:
             self._recovered()
-        for name, record in list(self.runners.items()):
-            if record.state in (RunnerState.STARTING, RunnerState.REMOVING):
-                continue
-            found = owned.get(name)
-            if found is None:
-                self._forget(name)
-            elif not found.running:
-                await self._on_exit(RunnerExit(name, found.exit_code or 0, time.time()))
+        await self._resync_records(owned, listed_at)
+        await self._resync_containers(owned)
         self._wake.set()
+
+    async def _resync_records(self, owned: dict[str, OwnedRunner], listed_at: float) -> None:
+        """Records whose runner exited unseen, or vanished, and runners that came online."""
+        for record in self.book:
+            if record.op is not None or record.changed > listed_at:
+                continue  # an operation owns it, or it changed after the listing
+            found = owned.get(record.name)
+            if found is None:
+                if record.state is RunnerState.FINISHING and record.counts:
+                    continue  # it still counts until its completion is seen
+                self.book.gone(record.name, container=False)
+            elif found.lost or not found.running:
+                exit_code = found.exit_code if found.exit_code is not None else -1
+                self.on_exit(RunnerExit(record.name, exit_code, time.time(), lost=found.lost))
+            elif record.state is RunnerState.STARTING:
+                await self._check_online(record.name)
+
+    async def _resync_containers(self, owned: dict[str, OwnedRunner]) -> None:
+        """Containers without a record, and what is left of runners whose record is gone."""
+        for name, found in owned.items():
+            if name in self.book:
+                continue
+            if not found.running or found.lost or name in self.book.leftovers:
+                await self.ops.remove_container(name)
+            else:
+                await self._adopt_one(found)  # a start that was cancelled kept it
+        for name in list(self.book.leftovers):
+            if name not in owned:
+                self.book.cleaned(name, container=True, registration=False)
+            await self.ops.clean_registration(name)
+
+    async def _check_online(self, name: str) -> None:
+        registered = await self.ops.registered(name)
+        if isinstance(registered, RegisteredRunner):
+            if registered.busy:
+                self.book.job_started(name, runner_id=registered.id)
+            elif registered.online:
+                self.book.online(name, runner_id=registered.id)
 
     # -- drain and shutdown ----------------------------------------------------------------
 
@@ -503,33 +533,35 @@ class Scaler:
         """Stop starting runners and remove the idle ones (unregistering first)."""
         self._accepting = False
         self._wake.set()
-        removals = []
-        for record in list(self.runners.values()):
-            if record.state is RunnerState.IDLE:
-                record.state = RunnerState.REMOVING
-                removals.append(self._remove_idle(record))
-        await asyncio.gather(*removals)
+        removals = [
+            self.spawn(self.ops.remove_idle(r.name), f"remove:{r.name}")
+            for r in self.book
+            if self.book.removing(r.name) is not None
+        ]
+        if removals:
+            await asyncio.wait(removals)
 
     async def drain(self, limit: float) -> int:
         """Remove idle runners, wait for busy ones up to `limit` seconds, then force-remove the
         stragglers (loudly). Returns how many were force-removed."""
         await self.remove_idle_runners()
         deadline = time.monotonic() + limit
-        while self.runners and time.monotonic() < deadline:
-            self._gone.clear()
-            await wait_event(self._gone, min(1.0, deadline - time.monotonic()))
+        while len(self.book) and time.monotonic() < deadline:
+            self._changed.clear()
+            await wait_event(self._changed, min(1.0, deadline - time.monotonic()))
             # Idle runners can appear late (a start that was in flight): remove them too.
             await self.remove_idle_runners()
-        stragglers = list(self.runners.values())
+        stragglers = [r for r in self.book if r.op in (None, "start")]
         for record in stragglers:
             log.error(
-                "%s: runner %s still busy after the drain timeout (%.0fs); force-removing it",
+                "%s: runner %s still %s after the drain timeout (%.0fs); force-removing it",
                 self.scale_set_name,
                 record.name,
+                record.state.value,
                 limit,
             )
             self._metrics.runner_failed("drain_timeout")
-            await self._discard(record)
+            await self.ops.discard(record.name, reason="drain_timeout")
         if stragglers:
             self.last_failure = Failure(
                 reason="drain_timeout",

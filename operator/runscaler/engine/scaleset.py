@@ -13,21 +13,28 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from runscaler.backends.base import Backend
 from runscaler.engine.listener import Backoff, Listener, ListenerSettings, ListenerTiming
+from runscaler.engine.runnerops import RegisteredRunner
 from runscaler.engine.runners import RunnerState
 from runscaler.engine.scaler import Scaler, ScalerMetrics, ScalerTiming, Template
 from runscaler.engine.statefile import StateFile
-from runscaler.engine.status import FailureStatus, ScaleSetStatus
+from runscaler.engine.status import FailureStatus, RunnerStatus, ScaleSetStatus
 from runscaler.engine.tasks import stop_task
+from runscaler.errors import UserError
 from runscaler.github.auth import AppCredentials, Credentials, TokenCredentials
 from runscaler.github.client import RetryPolicy, ScaleSetClient
-from runscaler.github.errors import GitHubError, RunnerNotFoundError, ScaleSetNotFoundError
+from runscaler.github.errors import (
+    GitHubError,
+    RunnerNotFoundError,
+    ScaleSetNotFoundError,
+    TransportError,
+)
 from runscaler.github.models import JitConfig, JobCompleted, JobStarted
 from runscaler.manifest.models import ScaleSet
 from runscaler.manifest.secrets import resolve_secret
@@ -134,26 +141,58 @@ def listener_settings(scale_set: ScaleSet) -> ListenerSettings:
 
 
 class _Registry:
-    """The scaler's view of GitHub: always the runtime's current client and scale set id."""
+    """The scaler's view of GitHub: always the runtime's current client and scale set id.
+
+    Only `GitHubError` leaves here: a client closed under an in-flight call (`RuntimeError`)
+    or a `file:` secret gone missing during a token refresh (`UserError`) is translated."""
 
     def __init__(self, runtime: ScaleSetRuntime) -> None:
         self._runtime = runtime
 
     async def register(self, runner_name: str) -> JitConfig:
-        listener = self._runtime.listener
-        await listener.scale_set_known.wait()
-        assert listener.scale_set_id is not None
-        return await self._runtime.client.generate_jit_config(
-            listener.scale_set_id, runner_name=runner_name
-        )
+        with _github_only("register a runner"):
+            scale_set_id = await self._scale_set_id()
+            return await self._runtime.client.generate_jit_config(
+                scale_set_id, runner_name=runner_name
+            )
+
+    async def _scale_set_id(self) -> int:
+        # The listener can be replaced while this waits (a reconnect): follow the current one.
+        while True:
+            listener = self._runtime.listener
+            if listener.scale_set_known.is_set() and listener.scale_set_id is not None:
+                return listener.scale_set_id
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await listener.scale_set_known.wait()
 
     async def unregister(self, runner_id: int) -> None:
-        with contextlib.suppress(RunnerNotFoundError):
+        with (
+            _github_only(f"unregister runner {runner_id}"),
+            contextlib.suppress(RunnerNotFoundError),
+        ):
             await self._runtime.client.remove_runner(runner_id)
 
-    async def lookup(self, runner_name: str) -> int | None:
-        found = await self._runtime.client.get_runner_by_name(runner_name)
-        return None if found is None else found.id
+    async def lookup(self, runner_name: str) -> RegisteredRunner | None:
+        with _github_only(f"look up runner {runner_name}"):
+            return await _registered_runner(self._runtime.client, runner_name)
+
+
+@contextlib.contextmanager
+def _github_only(what: str) -> Iterator[None]:
+    try:
+        yield
+    except GitHubError:
+        raise
+    except (RuntimeError, UserError) as exc:
+        raise TransportError(f"cannot {what}: {exc}") from exc
+
+
+async def _registered_runner(client: ScaleSetClient, name: str) -> RegisteredRunner | None:
+    found = await client.get_runner_by_name(name)
+    if found is None:
+        return None
+    return RegisteredRunner(id=found.id, busy=found.busy, online=found.online)
 
 
 class ScaleSetRuntime:
@@ -192,6 +231,7 @@ class ScaleSetRuntime:
             start_limiter=start_limiter,
             timing=timing.scaler,
             metrics=_ScalerMetrics(self, self._metrics),
+            scale_down_delay=lambda: self.scale_set.scale_down_delay,
         )
         self.listener = self._new_listener()
         self.phase = "suspended" if scale_set.suspended else "active"  # | draining | stopped
@@ -425,11 +465,25 @@ class ScaleSetRuntime:
             organization=scope.organization,
             repository=scope.repository,
             enterprise=scope.enterprise,
-            last_error=self._last_error(),
+            last_error=self._last_error() or self.scaler.outdated,
             last_failure=None
             if failure is None
             else FailureStatus(
                 failure.reason, failure.message, failure.exit_code, failure.log_tail, failure.at
             ),
             failures_in_row=self.scaler.failures_in_row,
+            runners=tuple(
+                RunnerStatus(
+                    name=r.name,
+                    state=r.state.value,
+                    since=r.since,
+                    job_id=r.job_id,
+                    template_hash=r.template_hash,
+                    exit_code=r.exit_code,
+                    reason=r.reason,
+                    node=r.node,
+                )
+                for r in sorted(self.scaler.records(), key=lambda r: r.created_at)
+            ),
+            messages_unparseable=self.listener.messages_unparseable,
         )

@@ -20,6 +20,32 @@ class FailureStatus:
 
 
 @dataclass(frozen=True)
+class RunnerStatus:
+    """One runner as the book last saw it."""
+
+    name: str
+    state: str  # starting | idle | busy | finishing | removing | failed | lost
+    since: float  # epoch seconds of its last transition
+    job_id: str | None
+    template_hash: str
+    exit_code: int | None = None
+    reason: str | None = None
+    node: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state,
+            "since": self.since,
+            "jobId": self.job_id,
+            "templateHash": self.template_hash,
+            "exitCode": self.exit_code,
+            "reason": self.reason,
+            "node": self.node,
+        }
+
+
+@dataclass(frozen=True)
 class ScaleSetStatus:
     name: str
     url: str
@@ -40,6 +66,8 @@ class ScaleSetStatus:
     last_error: str | None = None
     last_failure: FailureStatus | None = None
     failures_in_row: int = 0
+    runners: tuple[RunnerStatus, ...] = ()
+    messages_unparseable: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +92,7 @@ class ScaleSetStatus:
                 "logTail": list(self.last_failure.log_tail),
                 "at": self.last_failure.at,
             },
+            "runners": [r.to_json() for r in self.runners],
         }
 
 

@@ -110,6 +110,15 @@ class RunnerGroupNotFoundError(ServiceError):
     """No runner group has the requested name."""
 
 
+class MessageUnparseableError(ServiceError):
+    """A message arrived with an id but a body we cannot read. Acknowledge it by its id, or
+    the broker redelivers it after every reconnect and the listener never gets past it."""
+
+    def __init__(self, message: str, *, message_id: int) -> None:
+        super().__init__(message, status=200)
+        self.message_id = message_id
+
+
 # Substrings of `typeName`, first match wins (protocol.md §3.2 step 6, plus the two the
 # listener and controller must tell apart).
 _TYPE_CLASSES: tuple[tuple[str, type[GitHubError]], ...] = (

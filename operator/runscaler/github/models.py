@@ -194,14 +194,24 @@ class RunnerReference:
     id: int
     name: str
     runner_scale_set_id: int
+    busy: bool = False  # holds a job right now
+    status: str = ""  # "online" once the runner has connected, else "offline"
+
+    @property
+    def online(self) -> bool:
+        return self.status.lower() == "online"
 
     @classmethod
     def from_json(cls, value: Any) -> RunnerReference:
         data = as_object(value, "runner")
+        busy = field_value(data, "busy")
+        status = field_value(data, "status")
         return cls(
             id=_int(data, "id"),
             name=_str(data, "name"),
             runner_scale_set_id=_int(data, "runnerScaleSetId"),
+            busy=busy is True,
+            status=status if isinstance(status, str) else "",
         )
 
 

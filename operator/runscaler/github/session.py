@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from runscaler.github.errors import (
     GitHubError,
+    MessageUnparseableError,
     ScaleSetNotFoundError,
     ServiceError,
     TokenExpiredError,
@@ -112,7 +113,11 @@ class MessageSession:
         try:
             message = parse_message(data, fallback_statistics=self.statistics)
         except ParseError as exc:
-            raise ServiceError(f"{what} ({response.label}): {exc}", status=200) from exc
+            problem = f"{what} ({response.label}): {exc}"
+            message_id = field_value(data, "messageId") if isinstance(data, dict) else None
+            if isinstance(message_id, int) and not isinstance(message_id, bool):
+                raise MessageUnparseableError(problem, message_id=message_id) from exc
+            raise ServiceError(problem, status=200) from exc
         self.statistics = message.statistics
         return message
 

@@ -280,6 +280,10 @@ class ScaleSet(Model):
         default=6 * 3600,
         description="how long busy runners may run on when the scale set is removed or suspended",
     )
+    scale_down_delay: Duration = Field(
+        default=30,
+        description="how long demand must stay below the idle runners before surplus ones go",
+    )
     backend: Literal["docker", "tart"] = Field(default="docker", description="where runners run")
     docker: DockerTemplate = Field(
         default=DockerTemplate(), description="used when backend is docker"
