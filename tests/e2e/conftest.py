@@ -19,10 +19,14 @@ import pytest
 
 from runscaler.simulator.server import Simulator, SimulatorOptions, serve_simulator
 from tests.e2e.operatorkit import TOKEN_ENV, OperatorProcess, manifest
+from tests.integration.simkit import QUICK
 
 # Short waits everywhere: long polls of half a second, every internal wait of the operator
 # scaled by 0.05. Sessions outlive the tests, so a restart must really take its session over.
-SIM_OPTIONS = SimulatorOptions(poll_wait=0.5, session_timeout=60.0, redispatch_interval=60.0)
+# The live service's habits, all on, shortened by the operator's own timing scale.
+SIM_OPTIONS = SimulatorOptions(
+    poll_wait=0.5, session_timeout=60.0, redispatch_interval=60.0, realism=QUICK
+)
 TIMING_SCALE = "0.05"
 
 

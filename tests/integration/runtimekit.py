@@ -25,6 +25,7 @@ from runscaler.engine.timing import scaled_timing
 from runscaler.manifest.models import ScaleSet
 from runscaler.simulator.runner import RUNNER_IMAGE, build_runner_image
 from runscaler.simulator.server import Simulator, SimulatorOptions, serve_simulator
+from tests.integration.simkit import QUICK
 
 TOKEN_ENV = "RUNSCALER_TEST_TOKEN"
 TIMING = scaled_timing(0.05)
@@ -39,7 +40,7 @@ def runner_image(docker_engine: str) -> str:
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
     async with serve_simulator(
-        SimulatorOptions(poll_wait=0.3, session_timeout=1.0, redispatch_interval=30)
+        SimulatorOptions(poll_wait=0.3, session_timeout=1.0, redispatch_interval=30, realism=QUICK)
     ) as simulator:
         yield simulator
 

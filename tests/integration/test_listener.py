@@ -270,7 +270,7 @@ async def test_a_scale_set_deleted_on_githubs_side_is_recreated(make: Any) -> No
     assert harness.state_file.get("k-linux").scale_set_id == harness.listener.scale_set_id
 
 
-async def test_finds_its_scale_set_by_remembered_id_and_patches_labels_and_group(
+async def test_finds_its_scale_set_by_remembered_id_and_reports_labels_it_cannot_change(
     make: Any, sim: Simulator
 ) -> None:
     first = await make()
@@ -291,8 +291,11 @@ async def test_finds_its_scale_set_by_remembered_id_and_patches_labels_and_group
     second.start()
     await eventually(listening(second), message="listening again")
     assert second.listener.scale_set_id == scale_set_id
+    # GitHub ignores label PATCHes: no PATCH is sent, and the mismatch is reported once.
     [scale_set] = (await sim_state(sim))["scaleSets"]
-    assert sorted(scale_set["labels"]) == ["gpu", "linux"]
+    assert sorted(scale_set["labels"]) == ["linux", "self-hosted"]
+    assert second.listener.label_mismatch is not None
+    assert "DistributedTask.AllowRunnerScaleSetCustomLabels" in second.listener.label_mismatch
 
 
 async def test_stopping_closes_the_session(make: Any, sim: Simulator) -> None:

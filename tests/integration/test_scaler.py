@@ -192,10 +192,11 @@ async def test_a_runner_that_took_a_job_while_being_removed_is_kept(
     await eventually(lambda: runtime.snapshot().idle == 2, timeout=30, message="two idle")
     # Hold back the listener's next messages, so the scaler still believes every runner is
     # idle when one of them takes a job: GitHub's JobStillRunning is all that saves it.
+    # (Held back less than the simulator's 1 s session timeout, or the session expires.)
     await sim_control(
         runtimes.sim,
         "faults",
-        {"method": "GET", "path": "/_broker/scalesets/message", "times": -1, "delay": 1.5},
+        {"method": "GET", "path": "/_broker/scalesets/message", "times": -1, "delay": 0.6},
     )
     [job] = runtimes.sim.add_jobs(["linux"], count=1, duration=1.0)
 

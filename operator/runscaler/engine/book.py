@@ -40,7 +40,7 @@ class RunnerState(enum.Enum):
 TRANSIENT = frozenset({RunnerState.REMOVING, RunnerState.FAILED, RunnerState.LOST})
 
 # The operations judging an exited runner (see `RunnerOps.judge_exit`).
-JUDGES = frozenset({"judge", "grace"})
+JUDGES = frozenset({"judge", "grace", "grace-clean"})
 
 _ALLOWED: dict[RunnerState, frozenset[RunnerState]] = {
     RunnerState.STARTING: frozenset(
@@ -88,7 +88,10 @@ class RunnerRecord:
     def counts(self) -> bool:
         """Whether the runner counts as capacity against the desired count."""
         if self.op == "grace":
-            return False  # its process ended: it waits for late job events, not for a job
+            return False  # its process failed: it waits for late job events, not for a job
+        # "grace-clean": it exited 0, as a runner does after its job, so it most likely ran
+        # one whose events are late; it keeps counting (a completion must not start a spare
+        # that is removed moments later) until the events come or the grace ends.
         if self.state in (RunnerState.STARTING, RunnerState.IDLE, RunnerState.BUSY):
             return True
         if self.state is RunnerState.FINISHING:

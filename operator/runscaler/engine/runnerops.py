@@ -302,8 +302,9 @@ class RunnerOps:
             return
         registered = await self.registered(name)
         if registered is not None:
-            # Still registered: while it waits for late job events it is not capacity.
-            book.claim(name, "grace", held_by="judge")
+            # Still registered: it waits for late job events; a failed one is not capacity
+            # meanwhile, a clean exit (likely a job whose events are late) still is.
+            book.claim(name, "grace-clean" if exit_code == 0 else "grace", held_by="judge")
         deadline = time.monotonic() + scaler.timing.exit_grace
         while registered is not None and not self._job_seen(name):
             remaining = deadline - time.monotonic()
