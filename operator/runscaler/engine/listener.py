@@ -128,8 +128,11 @@ class Listener:
         self.statistics: Statistics | None = None
         self._session: MessageSession | None = None
         self._last_message_id = 0
+        self.close_timeout = 30.0  # closing the session on the way out waits no longer
         self._repoll = asyncio.Event()
         self.scale_set_known = asyncio.Event()
+        # Set once the session is ours: the lease that lets the runtime touch the backend.
+        self.session_ready = asyncio.Event()
 
     # -- what the runtime calls ----------------------------------------------------------
 
@@ -280,6 +283,7 @@ class Listener:
                 await asyncio.sleep(delay)
         self._session = session
         self._remember(session_id=session.session_id)
+        self.session_ready.set()
         log.info("%s: listening (session opened)", self._name)
 
     async def _drop_session(self) -> None:
@@ -291,7 +295,7 @@ class Listener:
         if session is None:
             return
         try:
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(self.close_timeout):
                 await session.close()
         except (GitHubError, TimeoutError) as exc:
             log.debug("%s: closing the session: %s", self._name, exc)

@@ -13,21 +13,27 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from runscaler.backends.base import Backend
+from runscaler.backends.base import Backend, BackendUnavailable
 from runscaler.engine.listener import Backoff, Listener, ListenerSettings, ListenerTiming
 from runscaler.engine.runners import RunnerState
 from runscaler.engine.scaler import Scaler, ScalerMetrics, ScalerTiming, Template
 from runscaler.engine.statefile import StateFile
 from runscaler.engine.status import FailureStatus, ScaleSetStatus
-from runscaler.engine.tasks import stop_task
+from runscaler.engine.tasks import stop_task, wait_event
 from runscaler.github.auth import AppCredentials, Credentials, TokenCredentials
 from runscaler.github.client import RetryPolicy, ScaleSetClient
-from runscaler.github.errors import GitHubError, RunnerNotFoundError, ScaleSetNotFoundError
+from runscaler.github.errors import (
+    AuthError,
+    GitHubError,
+    RunnerNotFoundError,
+    ScaleSetNotFoundError,
+)
 from runscaler.github.models import JitConfig, JobCompleted, JobStarted
 from runscaler.manifest.models import ScaleSet
 from runscaler.manifest.secrets import resolve_secret
@@ -44,6 +50,9 @@ class RuntimeTiming:
     restart_initial: float = 1.0
     restart_max: float = 60.0
     delete_retry: float = 5.0
+    shutdown_deadline: float = 20.0  # SIGTERM: per scale set, whatever GitHub does
+    delete_deadline: float = 60.0  # deleting the scale set on GitHub after its drain
+    adopt_wait: float = 10.0  # a drain resumed at start first waits for adoption this long
 
 
 class FleetMetrics(Protocol):
@@ -70,6 +79,10 @@ class NoMetrics:
 
     def runner_failed(self, scale_set: ScaleSet, reason: str) -> None:
         del scale_set, reason
+
+
+class DeleteFailed(Exception):
+    """The scale set could not be deleted on GitHub (it stays recorded as `deleting`)."""
 
 
 class _ScalerMetrics(ScalerMetrics):
@@ -193,11 +206,16 @@ class ScaleSetRuntime:
             timing=timing.scaler,
             metrics=_ScalerMetrics(self, self._metrics),
         )
+        self.backend = backend
         self.listener = self._new_listener()
+        self.listener.close_timeout = min(self.listener.close_timeout, timing.shutdown_deadline)
         self.phase = "suspended" if scale_set.suspended else "active"  # | draining | stopped
+        self.unavailable: str | None = None  # why the backend cannot run runners here
+        self.delete_error: str | None = None  # why the scale set is still on GitHub
         self._listener_task: asyncio.Task[None] | None = None
         self._scaler_task: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
+        self._chore: asyncio.Task[None] | None = None  # GitHub work an update left to do
 
     # -- wiring ----------------------------------------------------------------------------
 
@@ -242,12 +260,43 @@ class ScaleSetRuntime:
     # -- life ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._scaler_task = self._supervise(self.scaler.run, "scaler")
+        """Listen, and scale once the session is ours: the session is the lease, so an
+        operator in standby (another one holds it) touches nothing on the backend. A
+        suspended scale set takes no jobs; its idle runners (adopted) go."""
         if self.phase == "active":
             self._start_listener()
+            self._scaler_task = self._supervise(self._scale_when_leased, "scaler")
+        else:
+            self._scaler_task = self._supervise(self._scale_without_jobs, "scaler")
+
+    async def _scale_when_leased(self) -> None:
+        # The listener is replaced on a reconnect: wait on whichever is current.
+        while not self.listener.session_ready.is_set():
+            await wait_event(self.listener.session_ready, 1.0)
+        await self.scaler.run()
+
+    async def _scale_without_jobs(self) -> None:
+        await self.scaler.remove_idle_runners()  # adopted idle runners go, none start
+        await self.scaler.run()
 
     def _start_listener(self) -> None:
-        self._listener_task = self._supervise(self.listener.run, "listener")
+        self._listener_task = self._supervise(self._listen_when_available, "listener")
+
+    async def _listen_when_available(self) -> None:
+        """A backend that cannot run runners here (no `tart`, no engine) registers nothing
+        and opens no session: it would take jobs no one runs."""
+        backoff = Backoff(self._timing.restart_initial, self._timing.restart_max)
+        while True:
+            try:
+                await self.backend.list_owned(self.scaler.selector)
+                break
+            except BackendUnavailable as exc:
+                if self.unavailable is None:
+                    log.error("%s: %s; not listening until it is", self.name, exc)
+                self.unavailable = str(exc)
+                await asyncio.sleep(backoff.next())
+        self.unavailable = None
+        await self.listener.run()
 
     def _supervise(
         self, run: Callable[[], Coroutine[Any, Any, None]], part: str
@@ -283,35 +332,77 @@ class ScaleSetRuntime:
 
     # -- what plans do ---------------------------------------------------------------------
 
-    async def update(self, new: ScaleSet, *, reconnect: bool) -> None:
-        """Apply a changed scale set in place; only the parts that changed are touched."""
+    async def update(
+        self,
+        new: ScaleSet,
+        *,
+        reconnect: bool,
+        template: Template | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
+        """Apply a changed scale set in place; only the parts that changed are touched.
+        `template` and `fingerprint` are what the controller resolved before committing;
+        nothing here waits on GitHub."""
         old, self.scale_set = self.scale_set, new
         settings = listener_settings(new)
         self.scaler.set_max_runners(new.max_runners)
-        self.scaler.set_template(template_of(new, self.base_dir))
+        self.scaler.set_template(template or template_of(new, self.base_dir))
         if reconnect:
+            # Closing the old session is a GitHub call: done in the background, so the
+            # controller never waits on GitHub (the new client is ready now).
             log.info("%s: credentials changed; reconnecting", new.name)
-            await self._stop_listener()
-            await self.client.aclose()
-            self.credentials_fingerprint = credentials_fingerprint(new, self.base_dir)
+            old_task, self._listener_task = self._listener_task, None
+            old_client = self.client
+            self.credentials_fingerprint = fingerprint or credentials_fingerprint(
+                new, self.base_dir
+            )
             self.client = self._new_client()
             self.listener = self._new_listener()
+            self._then(self._reconnect(old_task, old_client), "reconnect")
         else:
             self.listener.update_settings(settings)
         github_settings_changed = (
             old.runner_group != new.runner_group or old.all_labels != new.all_labels
         )
         if github_settings_changed and not reconnect:
-            try:
-                await self.listener.sync_scale_set()
-            except GitHubError as exc:
-                log.warning("%s: cannot update the scale set on GitHub yet: %s", new.name, exc)
+            self._then(self._sync_on_github(), "sync")
         if new.suspended and self.phase == "active":
             self.suspend()
         elif not new.suspended and self.phase in ("draining", "suspended"):
             await self.resume()
-        elif reconnect and self.phase == "active":
+
+    def _then(self, work: Coroutine[Any, Any, None], part: str) -> None:
+        """Run `work` after what an earlier update left to do, in order, in the background."""
+        before = self._chore
+
+        async def chore() -> None:
+            if before is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await before
+            await work
+
+        self._chore = asyncio.create_task(chore(), name=f"{part}:{self.name}")
+
+    async def _reconnect(self, task: asyncio.Task[None] | None, client: ScaleSetClient) -> None:
+        """Close the old session first (a new one would meet it as a conflict), then listen."""
+        try:
+            await stop_task(task)
+        finally:
+            await client.aclose()
+        if self.phase == "active" and self._listener_task is None:
             self._start_listener()
+
+    async def _sync_on_github(self) -> None:
+        try:
+            await self.listener.sync_scale_set()
+        except GitHubError as exc:
+            log.warning("%s: cannot update the scale set on GitHub yet: %s", self.name, exc)
+
+    async def _settle(self) -> None:
+        task, self._chore = self._chore, None
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await stop_task(task)
 
     def suspend(self) -> None:
         """Keep the scale set; take no new jobs; idle runners go, busy ones finish (up to
@@ -330,7 +421,7 @@ class ScaleSetRuntime:
         self.phase = "active"
         self.scaler.resume()
         if self._scaler_task is None:
-            self._scaler_task = self._supervise(self.scaler.run, "scaler")
+            self._scaler_task = self._supervise(self._scale_when_leased, "scaler")
         if self._listener_task is None:
             self._start_listener()
 
@@ -338,50 +429,126 @@ class ScaleSetRuntime:
         task, self._drain_task = self._drain_task, None
         await stop_task(task)
 
-    async def delete(self) -> None:
-        """Drain (up to `drainTimeout`), then delete the scale set on GitHub. The caller runs
-        this as a task; cancelling it (the scale set came back) leaves the runtime usable."""
+    async def delete(self, *, deadline: float | None = None) -> None:
+        """Drain until `deadline` (wall clock; default `drainTimeout` from now), then delete
+        the scale set on GitHub. The caller runs this as a task; cancelling it (the scale
+        set came back) leaves the runtime usable. A runtime never started (a drain resumed
+        at start) first adopts what runs, so busy runners are waited for, not forgotten."""
+        if deadline is None:
+            deadline = time.time() + self.scale_set.drain_timeout
         self.phase = "draining"
         await self._cancel_drain()
+        await self._settle()
         await self._stop_listener()
-        await self.scaler.drain(self.scale_set.drain_timeout)
+        if self._scaler_task is None:
+            await self._adopt_for_drain()
+        await self.scaler.drain(max(0.0, deadline - time.time()))
         await self._stop_scaler()
-        await self._delete_on_github()
+        try:
+            await self._delete_on_github()
+        except DeleteFailed:
+            self.phase = "stopped"
+            await self.client.aclose()
+            raise
         self.phase = "stopped"
         await self.client.aclose()
+
+    async def _adopt_for_drain(self) -> None:
+        await self.scaler.remove_idle_runners()  # takes no new runners while it adopts
+        self._scaler_task = self._supervise(self.scaler.run, "scaler")
+        give_up = time.monotonic() + self._timing.adopt_wait
+        while time.monotonic() < give_up:
+            try:
+                running = {
+                    r.name for r in await self.backend.list_owned(self.scaler.selector) if r.running
+                }
+            except BackendUnavailable:
+                running = set()
+            if running <= set(self.scaler.runners):
+                return
+            await asyncio.sleep(0.05)  # adoption has no event of its own
 
     @property
     def name(self) -> str:
         return self.scale_set.name
 
+    @property
+    def identity(self) -> tuple[str, str]:
+        return self.scale_set.identity
+
+    def discard(self) -> None:
+        """Forget a runtime that was built but never started (its reload was rejected)."""
+        self.phase = "stopped"
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().create_task(self.client.aclose())
+
     async def _delete_on_github(self) -> None:
+        """Delete on GitHub, retrying until `delete_deadline`; never past a 401/403 (no
+        retry fixes credentials). On failure the state file keeps the scale set as
+        `deleting`, so the next start or `doctor --fix` finishes it; `DeleteFailed` says why."""
         memo = self._state_file.get(self.scale_set.key)
         scale_set_id = self.listener.scale_set_id or memo.scale_set_id
+        give_up = time.monotonic() + self._timing.delete_deadline
         while scale_set_id is not None:
             try:
-                await self.client.delete_scale_set(scale_set_id)
+                async with asyncio.timeout(max(0.0, give_up - time.monotonic())):
+                    await self.client.delete_scale_set(scale_set_id)
                 log.info("%s: deleted the scale set on GitHub", self.name)
                 break
             except ScaleSetNotFoundError:
                 break
-            except GitHubError as exc:
+            except (GitHubError, TimeoutError) as exc:
+                why = str(exc) or "no answer in time"
+                if (
+                    isinstance(exc, AuthError)
+                    or time.monotonic() + self._timing.delete_retry > give_up
+                ):
+                    self.delete_error = f"cannot delete the scale set on GitHub: {why}"
+                    raise DeleteFailed(f"{self.name}: {self.delete_error}") from None
                 log.warning(
                     "%s: GitHub refused to delete the scale set (%s); retrying in %.0fs",
                     self.name,
-                    exc,
+                    why,
                     self._timing.delete_retry,
                 )
                 await asyncio.sleep(self._timing.delete_retry)
+        self.delete_error = None
         self._state_file.forget(self.scale_set.key)
 
     async def shutdown(self) -> None:
-        """Process exit: close the session, remove idle runners, leave busy ones running."""
-        await self._cancel_drain()
-        await self._stop_listener()
-        with contextlib.suppress(Exception):
-            await self.scaler.remove_idle_runners()
-        await self._stop_scaler()
-        await self.client.aclose()
+        """Process exit: close the session, remove idle runners, leave busy ones running.
+        Bounded by `shutdown_deadline` whatever GitHub does: what is left undone then (an
+        idle runner not yet unregistered) is adopted or reaped by the next start."""
+        try:
+            async with asyncio.timeout(self._timing.shutdown_deadline):
+                await self._cancel_drain()
+                await self._settle()
+                await self._stop_listener()
+                with contextlib.suppress(Exception):
+                    await self.scaler.remove_idle_runners()
+        except TimeoutError:
+            log.warning(
+                "%s: GitHub did not answer within %.0fs while stopping; leaving the rest to "
+                "the next start",
+                self.name,
+                self._timing.shutdown_deadline,
+            )
+        finally:
+            await self._cancel_drain()
+            await self._stop_listener()
+            await self._stop_scaler()
+            await self.client.aclose()
+
+    def serving_problem(self) -> str | None:
+        """Why this scale set should listen and does not, or None (it does, or need not)."""
+        if self.phase != "active":
+            return None
+        if self.unavailable is not None:
+            return f"backend unavailable: {self.unavailable}"
+        if self.listener.state == "listening":
+            return None
+        reason = self.listener.last_error or "no session yet"
+        return f"{self.listener.state}: {reason}"
 
     # -- status ----------------------------------------------------------------------------
 
@@ -389,12 +556,16 @@ class ScaleSetRuntime:
     def state(self) -> str:
         if self.phase in ("draining", "suspended"):
             return self.phase
-        if self.scaler.degraded is not None:
+        if self.unavailable is not None or self.scaler.degraded is not None:
             return "degraded"
         return self.listener.state
 
     def _last_error(self) -> str | None:
         """What is wrong now: the backend, GitHub, or runners failing in a row."""
+        if self.delete_error is not None:
+            return self.delete_error
+        if self.unavailable is not None:
+            return self.unavailable
         if self.scaler.degraded is not None:
             return self.scaler.degraded
         if self.listener.last_error is not None:
