@@ -177,7 +177,7 @@ class Controller:
             if new is None:
                 continue
             try:
-                if self._check_backend is not None and change.action in ("create", "replace"):
+                if self._check_backend is not None:
                     self._check_backend(new, desired.base_dir)
                 resolved[change.identity] = _Resolved(
                     fingerprint=credentials_fingerprint(new, desired.base_dir),
