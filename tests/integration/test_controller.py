@@ -27,6 +27,12 @@ from tests.waiting import eventually
 TOKEN = "RUNSCALER_CONTROLLER_TOKEN"
 
 
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
 @dataclass(eq=False)
 class FakeRuntime:
     """Records what the controller asks; `delete` waits until the test lets it finish."""
@@ -37,6 +43,7 @@ class FakeRuntime:
     calls: list[str] = field(default_factory=list)
     deadline: float | None = None
     may_finish_delete: asyncio.Event = field(default_factory=asyncio.Event)
+    may_resume: asyncio.Event = field(default_factory=_set_event)
     credentials_fingerprint: str = ""
 
     def __post_init__(self) -> None:
@@ -62,6 +69,7 @@ class FakeRuntime:
 
     async def resume(self) -> None:
         self.calls.append("resume")
+        await self.may_resume.wait()
 
     async def delete(self, *, deadline: float | None = None) -> None:
         self.calls.append("delete")
@@ -307,4 +315,26 @@ async def test_an_empty_manifest_is_refused_without_allow_empty(world: World) ->
     with pytest.raises(ApplyRefused, match="--allow-empty"):
         await controller.apply(manifest(world.tmp))
     assert world.made[0].calls == ["start"]
+    await controller.shutdown(cleanup=False)
+
+
+async def test_an_apply_cancelled_while_committing_still_commits_whole(world: World) -> None:
+    controller = world.controller()
+    await controller.start(manifest(world.tmp, {"name": "a"}))
+    await controller.apply(manifest(world.tmp, {"name": "b"}))
+    [a] = world.named("a")
+    await eventually(lambda: "delete" in a.calls, message="a draining")
+    a.may_resume.clear()  # the commit blocks inside the revival of `a`
+
+    desired = manifest(world.tmp, {"name": "a"}, {"name": "b"}, {"name": "c"})
+    applying = asyncio.create_task(controller.apply(desired))
+    await eventually(lambda: "resume" in a.calls, message="reviving a")
+    applying.cancel()
+    a.may_resume.set()
+    with pytest.raises(asyncio.CancelledError):
+        await applying
+
+    assert controller.manifest is desired
+    assert sorted(r.name for r in controller.runtimes.values()) == ["a", "b", "c"]
+    assert world.named("c")[0].calls == ["start"]
     await controller.shutdown(cleanup=False)

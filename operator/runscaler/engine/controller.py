@@ -23,6 +23,7 @@ or what the manifest dropped while the operator was down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -131,7 +132,17 @@ class Controller:
             result = self.check(desired)
             resolved = self._resolve(result, desired)
             built = self._build(result, desired)
-            reconnected = await self._commit(result, desired, resolved, built)
+            # Once committing starts it finishes, even if the caller is cancelled: a half
+            # applied generation must not exist.
+            commit = asyncio.ensure_future(self._commit(result, desired, resolved, built))
+            try:
+                reconnected = await asyncio.shield(commit)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await commit
+                if commit.done() and not commit.cancelled() and commit.exception() is None:
+                    self.manifest = desired
+                raise
             self.manifest = desired
             return Applied(result, tuple(reconnected))
 
