@@ -293,3 +293,42 @@ async def test_readyz_names_a_scale_set_whose_credentials_github_refuses(
         assert list(problems) == ["linux"]
         assert "401" in problems["linux"], problems
         assert await fleet_runners(fleet) == []
+
+
+async def test_a_label_change_drains_deletes_and_creates_the_scale_set_again(
+    world: tuple[Simulator, str, Path],
+) -> None:
+    sim, fleet, tmp = world
+    path = tmp / "fleet.yaml"
+    path.write_text(manifest_text(fleet, sim, {"name": "linux", "labels": ["a"]}))
+    async with operator_on(path, tmp / "state") as operator:
+        await operator.start()
+        await listening(operator, sim, "linux")
+        [old] = [s for s in (await sim_state(sim))["scaleSets"] if s["name"] == "linux"]
+        [job] = sim.add_jobs(["linux"], duration=3)
+
+        async def job_state() -> str:
+            jobs = (await sim_state(sim))["jobs"]
+            return str(next(j["state"] for j in jobs if j["id"] == job))
+
+        await eventually(lambda: _is(job_state, "running"), timeout=20, message="job running")
+        path.write_text(manifest_text(fleet, sim, {"name": "linux", "labels": ["a", "gpu"]}))
+        outcome = await operator.reload()
+        assert outcome.result == "applied"
+        assert operator.snapshot().scale_sets[0].state == "draining"
+
+        async def replaced() -> dict[str, Any] | None:
+            state = await sim_state(sim)
+            found = [s for s in state["scaleSets"] if s["name"] == "linux"]
+            return found[0] if found and found[0]["id"] != old["id"] else None
+
+        new = await eventually(replaced, timeout=30, message="linux created again")
+        state = await sim_state(sim)
+        assert await job_state() == "done"  # the busy runner finished first
+        assert old["id"] in [s["id"] for s in state["deletedScaleSets"]]
+        assert {label.lower() for label in new["labels"]} >= {"a", "gpu"}
+        assert await listening(operator, sim, "linux")
+
+
+async def _is(probe: Any, wanted: str) -> bool:
+    return bool(await probe() == wanted)

@@ -107,7 +107,9 @@ class Operator:
 
     def snapshot(self) -> FleetStatus:
         manifest = self.reloader.manifest
-        runtimes = [*self.controller.runtimes.values(), *self.controller.draining]
+        # A replacement not started yet is shown as its predecessor, draining.
+        started = [r for r in self.controller.runtimes.values() if r.started]
+        runtimes = [*started, *self.controller.draining]
         return FleetStatus(
             fleet=self.controller.fleet_name or "",
             generation=self.reloader.generation,

@@ -210,6 +210,7 @@ class ScaleSetRuntime:
         self.listener = self._new_listener()
         self.listener.close_timeout = min(self.listener.close_timeout, timing.shutdown_deadline)
         self.phase = "suspended" if scale_set.suspended else "active"  # | draining | stopped
+        self.started = False  # a replacement waits, unstarted, for the old one to go
         self.unavailable: str | None = None  # why the backend cannot run runners here
         self.delete_error: str | None = None  # why the scale set is still on GitHub
         self._listener_task: asyncio.Task[None] | None = None
@@ -263,6 +264,7 @@ class ScaleSetRuntime:
         """Listen, and scale once the session is ours: the session is the lease, so an
         operator in standby (another one holds it) touches nothing on the backend. A
         suspended scale set takes no jobs; its idle runners (adopted) go."""
+        self.started = True
         if self.phase == "active":
             self._start_listener()
             self._scaler_task = self._supervise(self._scale_when_leased, "scaler")
@@ -310,6 +312,8 @@ class ScaleSetRuntime:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
+                    if self.phase == "stopped":
+                        return  # failing on the way out (its client closed): nothing to restart
                     delay = backoff.next()
                     log.exception(
                         "%s: the %s failed unexpectedly; restarting in %.1fs",
@@ -323,12 +327,18 @@ class ScaleSetRuntime:
 
     async def _stop_listener(self) -> None:
         """Close the session: GitHub assigns this scale set no new jobs through us."""
-        task, self._listener_task = self._listener_task, None
+        task = self._listener_task
+        # Forgotten only once it has finished: a stopper cancelled while it waits leaves the
+        # task for the next one (shutdown), which must not close the client under it.
         await stop_task(task)
+        if self._listener_task is task:
+            self._listener_task = None
 
     async def _stop_scaler(self) -> None:
-        task, self._scaler_task = self._scaler_task, None
+        task = self._scaler_task
         await stop_task(task)
+        if self._scaler_task is task:
+            self._scaler_task = None
 
     # -- what plans do ---------------------------------------------------------------------
 
@@ -420,9 +430,9 @@ class ScaleSetRuntime:
         await self._cancel_drain()
         self.phase = "active"
         self.scaler.resume()
-        if self._scaler_task is None:
+        if self._scaler_task is None or self._scaler_task.done():
             self._scaler_task = self._supervise(self._scale_when_leased, "scaler")
-        if self._listener_task is None:
+        if self._listener_task is None or self._listener_task.done():
             self._start_listener()
 
     async def _cancel_drain(self) -> None:
@@ -537,12 +547,15 @@ class ScaleSetRuntime:
             await self._cancel_drain()
             await self._stop_listener()
             await self._stop_scaler()
+            self.phase = "stopped"
             await self.client.aclose()
 
     def serving_problem(self) -> str | None:
         """Why this scale set should listen and does not, or None (it does, or need not)."""
         if self.phase != "active":
             return None
+        if not self.started:
+            return "replacing: created again once the old scale set is drained and deleted"
         if self.unavailable is not None:
             return f"backend unavailable: {self.unavailable}"
         if self.listener.state == "listening":
