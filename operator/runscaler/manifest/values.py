@@ -246,15 +246,14 @@ def check_engine_address(host: str) -> str:
         parts = urlsplit(host.strip())
         parts.port  # noqa: B018 (raises on a bad port)
     except ValueError as exc:
-        raise ValueError(f"docker.host {host!r} is not an engine address: {exc}") from None
+        raise ValueError(f"{host!r} is not an engine address: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme == "unix" and parts.path and not parts.netloc:
         return host
     if scheme in ENGINE_SCHEMES[1:] and parts.hostname:
         return host
     raise ValueError(
-        f"docker.host {host!r} is not an engine address: "
-        "use unix:///var/run/docker.sock or tcp://HOST:PORT"
+        f"{host!r} is not an engine address: use unix:///var/run/docker.sock or tcp://HOST:PORT"
     )
 
 
