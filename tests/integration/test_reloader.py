@@ -23,7 +23,7 @@ from runscaler.engine.statefile import StateFile
 from runscaler.errors import UserError
 from runscaler.simulator.server import Simulator
 from tests.integration.dockerkit import docker
-from tests.integration.githubkit import add_fault
+from tests.integration.githubkit import add_fault, fault_hits
 from tests.integration.runtimekit import RUNNER_IMAGE, TIMING, TOKEN_ENV, sim_state
 from tests.waiting import eventually
 
@@ -332,3 +332,52 @@ async def test_a_label_change_drains_deletes_and_creates_the_scale_set_again(
 
 async def _is(probe: Any, wanted: str) -> bool:
     return bool(await probe() == wanted)
+
+
+@pytest.mark.parametrize("moment", ["draining", "deleting on GitHub"])
+async def test_a_scale_set_put_back_mid_delete_is_resumed_whole(
+    world: tuple[Simulator, str, Path], moment: str
+) -> None:
+    sim, fleet, tmp = world
+    path = tmp / "fleet.yaml"
+    both = manifest_text(fleet, sim, {"name": "keep"}, {"name": "linux"})
+    path.write_text(both)
+    async with operator_on(path, tmp / "state") as operator:
+        await operator.start()
+        await listening(operator, sim, "linux")
+        if moment == "draining":
+            [job] = sim.add_jobs(["linux"], duration=3)
+
+            async def running() -> bool:
+                jobs = (await sim_state(sim))["jobs"]
+                return any(j["id"] == job and j["state"] == "running" for j in jobs)
+
+            await eventually(running, timeout=20, message="a busy runner")
+        else:
+            fault = await add_fault(
+                sim, method="DELETE", path=r"runnerscalesets/\d+$", times=-1, delay=30
+            )
+        path.write_text(manifest_text(fleet, sim, {"name": "keep"}))
+        assert (await operator.reload()).result == "applied"
+        [draining] = operator.controller.draining
+        if moment == "deleting on GitHub":
+            await eventually(lambda: fault_hits(sim, fault), timeout=20, message="DELETE sent")
+        else:
+            await eventually(lambda: draining.phase == "draining", message="draining")
+
+        path.write_text(both)
+        assert (await operator.reload()).result == "applied"
+
+        assert operator.controller.draining == []
+        assert operator.controller.runtimes[draining.identity] is draining  # not a second one
+        await listening(operator, sim, "linux")
+        state = await sim_state(sim)
+        assert [s["name"] for s in state["scaleSets"]].count("linux") == 1
+        assert state["deletedScaleSets"] == []
+        if moment == "draining":
+
+            async def done() -> bool:
+                jobs = (await sim_state(sim))["jobs"]
+                return any(j["id"] == job and j["result"] == "succeeded" for j in jobs)
+
+            await eventually(done, timeout=20, message="the busy runner's job done")

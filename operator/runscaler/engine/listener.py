@@ -294,6 +294,7 @@ class Listener:
         session, self._session = self._session, None
         if session is None:
             return
+        self.session_ready.clear()
         try:
             async with asyncio.timeout(self.close_timeout):
                 await session.close()

@@ -432,7 +432,17 @@ class ScaleSetRuntime:
         self.scaler.resume()
         if self._scaler_task is None or self._scaler_task.done():
             self._scaler_task = self._supervise(self._scale_when_leased, "scaler")
-        if self._listener_task is None or self._listener_task.done():
+        task = self._listener_task
+        if task is None or task.done():
+            self._start_listener()
+        elif task.cancelling():
+            # A drain cut short while its listener was closing the session: listen again once
+            # that close is done (waiting on GitHub here would hold up the controller).
+            self._then(self._listen_after(task), "relisten")
+
+    async def _listen_after(self, task: asyncio.Task[None]) -> None:
+        await stop_task(task)
+        if self.phase == "active" and self._listener_task is task:
             self._start_listener()
 
     async def _cancel_drain(self) -> None:
