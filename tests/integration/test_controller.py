@@ -18,7 +18,8 @@ import pytest
 
 from runscaler.engine.backendpool import BackendPool
 from runscaler.engine.controller import ApplyRefused, Controller
-from runscaler.engine.scaleset import ScaleSetRuntime, credentials_fingerprint
+from runscaler.engine.resolving import credentials_fingerprint
+from runscaler.engine.scaleset import ScaleSetRuntime
 from runscaler.engine.statefile import StateFile
 from runscaler.manifest.loading import LoadedManifest, load_manifest_text
 from runscaler.manifest.models import ScaleSet

@@ -32,7 +32,7 @@ from runscaler.doctoring.leftovers import (
 from runscaler.doctoring.report import DoctorReport, Leftover
 from runscaler.engine.backendpool import BackendPool
 from runscaler.engine.fleetlock import FleetLock, holder
-from runscaler.engine.scaleset import resolve_credentials
+from runscaler.engine.resolving import resolve_credentials
 from runscaler.engine.statefile import OwnedScaleSet, StateFile
 from runscaler.errors import ManifestError, UserError
 from runscaler.github.client import RetryPolicy, ScaleSetClient

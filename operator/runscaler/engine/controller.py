@@ -31,13 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from runscaler.engine.resolving import credentials_fingerprint, template_of
 from runscaler.engine.scaler import Template
-from runscaler.engine.scaleset import (
-    DeleteFailed,
-    ScaleSetRuntime,
-    credentials_fingerprint,
-    template_of,
-)
+from runscaler.engine.scaleset import DeleteFailed, ScaleSetRuntime
 from runscaler.engine.statefile import OwnedScaleSet
 from runscaler.engine.tasks import stop_task
 from runscaler.errors import UserError

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -20,13 +18,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from runscaler.backends.base import Backend, BackendUnavailable
-from runscaler.engine.listener import Backoff, Listener, ListenerSettings, ListenerTiming
+from runscaler.engine.listener import Backoff, Listener, ListenerTiming
+from runscaler.engine.resolving import (
+    credentials_fingerprint,
+    listener_settings,
+    resolve_credentials,
+    template_of,
+)
 from runscaler.engine.runners import RunnerState
 from runscaler.engine.scaler import Scaler, ScalerMetrics, ScalerTiming, Template
 from runscaler.engine.statefile import StateFile
 from runscaler.engine.status import FailureStatus, ScaleSetStatus
 from runscaler.engine.tasks import stop_task, wait_event
-from runscaler.github.auth import AppCredentials, Credentials, TokenCredentials
 from runscaler.github.client import RetryPolicy, ScaleSetClient
 from runscaler.github.errors import (
     AuthError,
@@ -36,7 +39,6 @@ from runscaler.github.errors import (
 )
 from runscaler.github.models import JitConfig, JobCompleted, JobStarted
 from runscaler.manifest.models import ScaleSet
-from runscaler.manifest.secrets import resolve_secret
 from runscaler.manifest.values import parse_config_url
 
 log = logging.getLogger(__name__)
@@ -97,53 +99,6 @@ class _ScalerMetrics(ScalerMetrics):
 
     def runner_failed(self, reason: str) -> None:
         self._metrics.runner_failed(self._runtime.scale_set, reason)
-
-
-def resolve_credentials(scale_set: ScaleSet, base_dir: Path) -> Credentials:
-    """Resolve the scale set's auth secret refs now (re-read on every call)."""
-    auth = scale_set.github.auth
-    if auth.token is not None:
-        return TokenCredentials(token=resolve_secret(auth.token, base_dir=base_dir))
-    assert auth.app is not None
-    return AppCredentials(
-        client_id=auth.app.client_id,
-        installation_id=auth.app.installation_id,
-        private_key=resolve_secret(auth.app.private_key, base_dir=base_dir),
-    )
-
-
-def credentials_fingerprint(scale_set: ScaleSet, base_dir: Path) -> str:
-    """A hash of everything the GitHub connection depends on, secrets resolved."""
-    creds = resolve_credentials(scale_set, base_dir)
-    parts = [
-        scale_set.normalized_url,
-        scale_set.github.proxy or "",
-        scale_set.github.ca_bundle or "",
-    ]
-    if isinstance(creds, TokenCredentials):
-        parts.append(creds.token)
-    else:
-        parts += [creds.client_id, str(creds.installation_id), creds.private_key]
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
-
-
-def template_of(scale_set: ScaleSet, base_dir: Path) -> Template:
-    spec = scale_set.template
-    dumped = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
-    env: dict[str, str] = {}
-    if scale_set.backend == "docker":
-        env = {k: resolve_secret(v, base_dir=base_dir) for k, v in scale_set.docker.env.items()}
-    return Template(spec=spec, hash=hashlib.sha256(dumped.encode()).hexdigest()[:12], env=env)
-
-
-def listener_settings(scale_set: ScaleSet) -> ListenerSettings:
-    return ListenerSettings(
-        name=scale_set.name,
-        runner_group=scale_set.runner_group,
-        labels=scale_set.all_labels,
-        min_runners=scale_set.min_runners,
-        max_runners=scale_set.max_runners,
-    )
 
 
 class _Registry:
