@@ -381,3 +381,31 @@ async def test_a_scale_set_put_back_mid_delete_is_resumed_whole(
                 return any(j["id"] == job and j["result"] == "succeeded" for j in jobs)
 
             await eventually(done, timeout=20, message="the busy runner's job done")
+
+
+async def test_reloads_do_not_wait_on_a_hanging_github(
+    world: tuple[Simulator, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim, fleet, tmp = world
+    path = tmp / "fleet.yaml"
+    path.write_text(manifest_text(fleet, sim, {"name": "linux"}, {"name": "other"}))
+    async with operator_on(path, tmp / "state") as operator:
+        await operator.start()
+        await listening(operator, sim, "linux")
+        await listening(operator, sim, "other")
+        for method in ("GET", "POST", "PATCH", "DELETE"):
+            await add_fault(sim, method=method, path="", times=-1, delay=60)
+
+        began = time.monotonic()
+        # Rotated credentials (reconnect: the old session must be closed), a label sync, a
+        # removal (its drain and delete wait on GitHub): none of it happens under the lock.
+        monkeypatch.setenv(TOKEN_ENV, "ghp_reload_test_token_rotated_987654")
+        assert (await operator.reload(force=True)).result == "unchanged"
+        path.write_text(manifest_text(fleet, sim, {"name": "linux", "runnerGroup": "default"}))
+        assert (await operator.reload()).result == "applied"
+        path.write_text(manifest_text(fleet, sim, {"name": "linux", "maxRunners": 3}))
+        assert (await operator.reload()).result == "applied"
+        took = time.monotonic() - began
+
+        assert took < 2.0, took
+        assert [r.name for r in operator.controller.draining] == ["other"]

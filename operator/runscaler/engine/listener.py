@@ -129,6 +129,7 @@ class Listener:
         self._session: MessageSession | None = None
         self._last_message_id = 0
         self.close_timeout = 30.0  # closing the session on the way out waits no longer
+        self._closing: asyncio.Future[None] | None = None
         self._repoll = asyncio.Event()
         self.scale_set_known = asyncio.Event()
         # Set once the session is ours: the lease that lets the runtime touch the backend.
@@ -177,7 +178,14 @@ class Listener:
                     await self._drop_session()
                     await asyncio.sleep(delay)
         finally:
-            await asyncio.shield(self._close_session())
+            # Shielded: a cancelled listener still closes its session (`wait_closed` waits).
+            self._closing = asyncio.ensure_future(self._close_session())
+            await asyncio.shield(self._closing)
+
+    async def wait_closed(self) -> None:
+        """Until the session close begun on the way out is done (bounded by close_timeout)."""
+        if self._closing is not None:
+            await asyncio.wait({self._closing})
 
     # -- registration ----------------------------------------------------------------------
 

@@ -83,6 +83,9 @@ class NoMetrics:
         del scale_set, reason
 
 
+_Retired = tuple["asyncio.Task[None] | None", Listener, ScaleSetClient]
+
+
 class DeleteFailed(Exception):
     """The scale set could not be deleted on GitHub (it stays recorded as `deleting`)."""
 
@@ -172,6 +175,7 @@ class ScaleSetRuntime:
         self._scaler_task: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
         self._chore: asyncio.Task[None] | None = None  # GitHub work an update left to do
+        self._retired: list[_Retired] = []  # replaced by a reconnect, not yet closed
 
     # -- wiring ----------------------------------------------------------------------------
 
@@ -282,10 +286,11 @@ class ScaleSetRuntime:
 
     async def _stop_listener(self) -> None:
         """Close the session: GitHub assigns this scale set no new jobs through us."""
-        task = self._listener_task
+        task, listener = self._listener_task, self.listener
         # Forgotten only once it has finished: a stopper cancelled while it waits leaves the
         # task for the next one (shutdown), which must not close the client under it.
         await stop_task(task)
+        await listener.wait_closed()
         if self._listener_task is task:
             self._listener_task = None
 
@@ -316,14 +321,15 @@ class ScaleSetRuntime:
             # Closing the old session is a GitHub call: done in the background, so the
             # controller never waits on GitHub (the new client is ready now).
             log.info("%s: credentials changed; reconnecting", new.name)
-            old_task, self._listener_task = self._listener_task, None
-            old_client = self.client
+            retired = (self._listener_task, self.listener, self.client)
+            self._listener_task = None
+            self._retired.append(retired)
             self.credentials_fingerprint = fingerprint or credentials_fingerprint(
                 new, self.base_dir
             )
             self.client = self._new_client()
             self.listener = self._new_listener()
-            self._then(self._reconnect(old_task, old_client), "reconnect")
+            self._then(self._reconnect(retired), "reconnect")
         else:
             self.listener.update_settings(settings)
         github_settings_changed = (
@@ -341,21 +347,30 @@ class ScaleSetRuntime:
         before = self._chore
 
         async def chore() -> None:
-            if before is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await before
+            try:
+                if before is not None:
+                    await asyncio.wait({before})  # its outcome is its own; ours is cancellable
+            except BaseException:
+                work.close()  # never started: what it would have cleaned up, `_settle` does
+                raise
             await work
 
         self._chore = asyncio.create_task(chore(), name=f"{part}:{self.name}")
 
-    async def _reconnect(self, task: asyncio.Task[None] | None, client: ScaleSetClient) -> None:
+    async def _reconnect(self, retired: _Retired) -> None:
         """Close the old session first (a new one would meet it as a conflict), then listen."""
-        try:
-            await stop_task(task)
-        finally:
-            await client.aclose()
+        await self._retire(retired)
         if self.phase == "active" and self._listener_task is None:
             self._start_listener()
+
+    async def _retire(self, retired: _Retired) -> None:
+        task, listener, client = retired
+        await stop_task(task)
+        await listener.wait_closed()
+        # Interrupted before this, it stays listed for `_settle`: never closed under a close.
+        if retired in self._retired:
+            self._retired.remove(retired)
+            await client.aclose()
 
     async def _sync_on_github(self) -> None:
         try:
@@ -364,10 +379,11 @@ class ScaleSetRuntime:
             log.warning("%s: cannot update the scale set on GitHub yet: %s", self.name, exc)
 
     async def _settle(self) -> None:
+        """Stop what updates left to do; retire the listeners and clients they replaced."""
         task, self._chore = self._chore, None
-        if task is not None:
-            with contextlib.suppress(Exception):
-                await stop_task(task)
+        await stop_task(task)
+        for retired in list(self._retired):
+            await self._retire(retired)
 
     def suspend(self) -> None:
         """Keep the scale set; take no new jobs; idle runners go, busy ones finish (up to
@@ -509,7 +525,9 @@ class ScaleSetRuntime:
                 self._timing.shutdown_deadline,
             )
         finally:
+            # Each wait below is bounded (a session close by its own timeout).
             await self._cancel_drain()
+            await self._settle()
             await self._stop_listener()
             await self._stop_scaler()
             self.phase = "stopped"
