@@ -123,9 +123,13 @@ class FakeOperator:
     outcome: Outcome = Outcome("applied", 4)
     fleet: dict[str, Any] | None = field(default_factory=applied_fleet)
     reloads: list[bool] = field(default_factory=list)
+    not_serving: dict[str, str] = field(default_factory=dict)
 
     def snapshot(self) -> FleetStatus:
         return self.status
+
+    def readiness(self) -> dict[str, str]:
+        return dict(self.not_serving)
 
     async def reload(self, *, force: bool = True) -> Outcome:
         self.reloads.append(force)

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 from runscaler.manifest.models import Auth, Fleet, ScaleSet
 from runscaler.manifest.values import format_duration, format_size, is_literal_secret
 
-Action = Literal["create", "update", "delete", "no-op"]
+Action = Literal["create", "update", "replace", "delete", "no-op"]
 Kind = Literal[
     "resize",
     "template",
@@ -60,6 +60,7 @@ NOTE_SCALE_DOWN = "surplus idle runners removed; busy runners finish"
 NOTE_SCALE_UP = "more runners may start"
 NOTE_ROLLING = "rolling: idle runners replaced; busy runners finish"
 NOTE_GITHUB = "patched on GitHub in place"
+NOTE_REPLACE = "replaced: GitHub ignores label changes"
 NOTE_CREDENTIALS = "reconnects this scale set only"
 NOTE_RESUME = "resumed: takes new jobs again"
 NOTE_DRAIN_TIMEOUT = "applies to the current or next drain"
@@ -155,7 +156,7 @@ class Plan:
 
     @property
     def add(self) -> int:
-        return len(self.with_actions("create"))
+        return len(self.with_actions("create", "replace"))
 
     @property
     def change(self) -> int:
@@ -163,7 +164,7 @@ class Plan:
 
     @property
     def destroy(self) -> int:
-        return len(self.with_actions("delete"))
+        return len(self.with_actions("delete", "replace"))
 
     @property
     def has_changes(self) -> bool:
@@ -175,7 +176,7 @@ def plan(current: Fleet | None, desired: Fleet) -> Plan:
     before = current.by_identity() if current is not None else {}
     after = desired.by_identity()
     changes = [_compare(before.get(key), after.get(key)) for key in before.keys() | after.keys()]
-    order = {"create": 0, "update": 1, "delete": 2, "no-op": 3}
+    order = {"create": 0, "update": 1, "replace": 2, "delete": 3, "no-op": 4}
     changes.sort(key=lambda c: (order[c.action], c.identity))
     notes: tuple[str, ...] = ()
     previous = current.metadata.name if current is not None else None
@@ -207,9 +208,25 @@ def _compare(before: ScaleSet | None, after: ScaleSet | None) -> ScaleSetChange:
     changes = tuple(_updated_fields(before, after))
     if not changes:
         return ScaleSetChange("no-op", after.identity, before, after)
+    if _label_set(before) != _label_set(after):
+        # GitHub accepts a label PATCH and ignores it: only a new scale set gets new labels.
+        notes = (REPLACE_NOTE, delete_note(before.drain_timeout))
+        return ScaleSetChange(
+            "replace", after.identity, before, after, changes, notes, _effects(changes)
+        )
     return ScaleSetChange(
         "update", after.identity, before, after, changes, _notes(changes), _effects(changes)
     )
+
+
+REPLACE_NOTE = (
+    "labels cannot change on an existing scale set: it is drained (busy runners finish), "
+    "deleted on GitHub and created again"
+)
+
+
+def _label_set(scale_set: ScaleSet) -> frozenset[str]:
+    return frozenset(label.lower() for label in scale_set.all_labels)
 
 
 def _notes(changes: tuple[FieldChange, ...]) -> tuple[str, ...]:
@@ -289,6 +306,8 @@ def _note(kind: Kind, path: str, *, before: ScaleSet, after: ScaleSet) -> str:
         return suspend_note(after.drain_timeout) if after.suspended else NOTE_RESUME
     if kind == "inactive":
         return _inactive_note(after)
+    if path.split(".", 1)[0] == "labels" and _label_set(before) != _label_set(after):
+        return NOTE_REPLACE
     notes: dict[Kind, str] = {
         "template": NOTE_ROLLING,
         "github_settings": NOTE_GITHUB,

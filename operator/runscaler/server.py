@@ -60,6 +60,10 @@ class OperatorView(Protocol):
 
     def snapshot(self) -> FleetStatus: ...
 
+    def readiness(self) -> dict[str, str]:
+        """Scale sets that should be listening and are not, each with why."""
+        ...
+
     async def reload(self, *, force: bool = True) -> ReloadResult: ...
 
     def applied_fleet(self) -> dict[str, Any] | None: ...
@@ -132,9 +136,13 @@ class _Routes:
         return _json({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        if self.view.ready:
-            return _json({"status": "ready"})
-        return _json({"status": "starting"}, status=503)
+        """Ready means serving: every scale set that should listen holds its session."""
+        if not self.view.ready:
+            return _json({"status": "starting"}, status=503)
+        problems = self.view.readiness()
+        if problems:
+            return _json({"status": "degraded", "notServing": problems}, status=503)
+        return _json({"status": "ready"})
 
     async def status(self, request: web.Request) -> web.Response:
         return _json(self.view.snapshot().to_json())

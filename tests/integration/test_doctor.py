@@ -2,9 +2,10 @@
 
 Leftovers are made the way a crash leaves them: containers carrying our labels (some exited,
 some running with or without a GitHub registration), a session recorded in the state file and
-still open on the simulator. Beside them stand things doctor must never touch: a runner that is
-still registered (it may be running a job), another fleet's container, and a container named
-like ours without our labels.
+still open on the simulator, a scale set the fleet owned that the manifest dropped. Beside them
+stand things doctor must never remove: a runner running a job (listed, since no operator
+watches it, but kept), another fleet's container, and a container named like ours without our
+labels.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from runscaler.engine.fleetlock import FleetLock
 from runscaler.engine.statefile import StateFile
 from runscaler.github.auth import TokenCredentials
 from runscaler.github.client import ScaleSetClient
-from runscaler.github.models import RunnerScaleSet
+from runscaler.github.models import JobAvailable, RunnerScaleSet
 from runscaler.manifest.loading import load_manifest
+from runscaler.manifest.models import ScaleSet
 from runscaler.simulator.server import Simulator, SimulatorOptions, serve_simulator
 from tests.integration.dockerkit import cleanup_fleet, docker, free_port, unique
+from tests.integration.githubkit import take_job_as_runner
 from tests.integration.runtimekit import TOKEN_ENV
 
 pytestmark = pytest.mark.docker
@@ -96,7 +99,13 @@ scaleSets:
         )
 
     def container(
-        self, runner: str, *, running: bool, fleet: str | None = None, labels: bool = True
+        self,
+        runner: str,
+        *,
+        running: bool,
+        fleet: str | None = None,
+        labels: bool = True,
+        scale_set_key: str | None = None,
     ) -> str:
         """A container labelled like one of our runners: `sleep` when running, else exited."""
         fleet = fleet or self.fleet
@@ -106,7 +115,7 @@ scaleSets:
             for key, value in (
                 (LABEL_FLEET, fleet),
                 (LABEL_SCALE_SET, "linux"),
-                (LABEL_SCALE_SET_KEY, self.key),
+                (LABEL_SCALE_SET_KEY, scale_set_key or self.key),
                 (LABEL_RUNNER, runner),
             ):
                 marks += ["--label", f"{key}={value}"]
@@ -216,9 +225,16 @@ async def test_leftovers_are_found_then_fixed_and_what_may_run_a_job_is_untouche
         StateFile.for_fleet(setup.state_dir, setup.fleet).update(
             setup.key, scale_set_id=scale_set.id, session_id=session.session_id
         )
-        await client.generate_jit_config(scale_set.id, runner_name="linux-busy0001")
+        # A runner left running a job (no operator watches it now).
+        setup.sim.add_jobs(["linux"], duration=300)
+        message = await session.get_message(last_message_id=0, max_capacity=1)
+        assert message is not None
+        (available,) = [j for j in message.jobs if isinstance(j, JobAvailable)]
+        await session.acquire_jobs([available.runner_request_id])
+        jit = await client.generate_jit_config(scale_set.id, runner_name="linux-busy0001")
+        assert (await take_job_as_runner(setup.sim, jit.encoded))["state"] == "assigned"
         await client.generate_jit_config(scale_set.id, runner_name="linux-done0001")
-    busy = setup.container("linux-busy0001", running=True)  # registered: may run a job
+    busy = setup.container("linux-busy0001", running=True)  # running a job
     done = setup.container("linux-done0001", running=False)  # exited, still registered
     gone = setup.container("linux-gone0001", running=True)  # running, GitHub forgot it
     helper = setup.helper()
@@ -230,7 +246,10 @@ async def test_leftovers_are_found_then_fixed_and_what_may_run_a_job_is_untouche
         assert found.code == 1, found.out + found.err
         assert found.checks("fail") == []
         host = "unix:///var/run/docker.sock"
-        listed = found.out[found.out.index(f"leftovers of fleet {setup.fleet} (4):") :]
+        listed = found.out[found.out.index(f"leftovers of fleet {setup.fleet} (5):") :]
+        assert (
+            f"  orphaned runner      {busy} on {host}: running with no operator of its fleet"
+        ) in listed
         assert f"  exited runner        {done} on {host}: exited (0)" in listed
         assert (
             f"  unregistered runner  {gone} on {host}: running, but GitHub no longer knows "
@@ -245,13 +264,13 @@ async def test_leftovers_are_found_then_fixed_and_what_may_run_a_job_is_untouche
             f"  stale session        {session.session_id} on linux ({url}): "
             "opened by an operator of this fleet that is gone"
         ) in listed
-        for untouched in (busy, theirs, unlabelled, other_fleet):
+        for untouched in (theirs, unlabelled, other_fleet):
             assert untouched not in found.out
         assert "run `runscaler doctor --fix` to remove them" in found.out
-        assert found.lines[-1] == "doctor: 7 ok, 0 warnings, 0 failed, 4 leftovers"
+        assert found.lines[-1] == "doctor: 7 ok, 0 warnings, 0 failed, 5 leftovers"
 
         fixed = await doctor(*args, "--fix", cwd=setup.tmp)
-        assert fixed.code == 0, fixed.out + fixed.err
+        assert fixed.code == 1, fixed.out + fixed.err  # the busy runner remains
         assert (
             f"  fixed exited runner        {done}: unregistered on GitHub and removed"
             in fixed.lines
@@ -260,7 +279,8 @@ async def test_leftovers_are_found_then_fixed_and_what_may_run_a_job_is_untouche
             f"  fixed stale session        {session.session_id}: closed on GitHub and forgotten"
             in fixed.lines
         )
-        assert fixed.lines[-1] == "doctor: 7 ok, 0 warnings, 0 failed, 4 of 4 leftovers removed"
+        assert "GitHub says it is running a job" in fixed.out
+        assert "4 of 5 leftovers removed" in fixed.lines[-1], fixed.lines[-1]
         assert not exists(done) and not exists(gone) and not exists(helper)
         assert is_running(busy)
         assert exists(theirs) and exists(unlabelled)
@@ -271,10 +291,49 @@ async def test_leftovers_are_found_then_fixed_and_what_may_run_a_job_is_untouche
             assert await client.get_runner_by_name("linux-busy0001") is not None
 
         again = await doctor(*args, cwd=setup.tmp)
-        assert again.code == 0, again.out + again.err
-        assert again.lines[-1] == "doctor: 7 ok, 0 warnings, 0 failed, 0 leftovers"
+        assert again.code == 1, again.out + again.err
+        assert again.lines[-1] == "doctor: 7 ok, 0 warnings, 0 failed, 1 leftover"
     finally:
         docker("rm", "-f", unlabelled, check=False)
+
+
+async def test_a_scale_set_the_manifest_dropped_is_listed_and_fix_finishes_deleting_it(
+    setup: Setup,
+) -> None:
+    async with setup.client() as client:
+        old = await client.create_scale_set(
+            RunnerScaleSet(name="old", runner_group_id=1, labels=("old",))
+        )
+        await client.generate_jit_config(old.id, runner_name="old-idle0001")
+    spec = {
+        "name": "old",
+        "github": {"url": setup.sim.config_url("acme"), "auth": {"token": f"env:{TOKEN_ENV}"}},
+        "docker": {"image": setup.image, "pull": "never"},
+    }
+    dropped = ScaleSet.model_validate(spec)
+    memory = StateFile.for_fleet(setup.state_dir, setup.fleet)
+    memory.own(dropped.key, spec=spec, base_dir=setup.tmp)
+    memory.update(dropped.key, scale_set_id=old.id, session_id=None)
+    memory.mark_deleting(dropped.key, deadline=0.0)
+    idle = setup.container(
+        "old-idle0001", running=True, scale_set_key=dropped.key
+    )  # left by kill -9
+
+    args = (str(setup.manifest), "--state-dir", str(setup.state_dir))
+    found = await doctor(*args, cwd=setup.tmp)
+    url = setup.sim.config_url("acme")
+    assert (
+        f"  removed scale set    #{old.id} on old ({url}): owned by this fleet and still on "
+        "GitHub; "
+        "was draining when its operator stopped"
+    ) in found.lines, found.out
+    assert any(line.startswith(f"  orphaned runner      {idle} ") for line in found.lines)
+
+    fixed = await doctor(*args, "--fix", cwd=setup.tmp)
+    assert fixed.code == 0, fixed.out + fixed.err
+    assert not exists(idle)
+    assert setup.sim.state.snapshot()["deletedScaleSets"][0]["name"] == "old"
+    assert [o.key for o in StateFile.for_fleet(setup.state_dir, setup.fleet).owned()] == []
 
 
 async def test_fix_refuses_while_an_operator_holds_the_fleet_lock(setup: Setup) -> None:

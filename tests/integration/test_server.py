@@ -62,6 +62,20 @@ async def test_readyz_is_200_only_once_ready(
     assert response.status_code == code
 
 
+async def test_readyz_is_503_naming_each_scale_set_without_a_session_and_why(
+    client: httpx.AsyncClient, view: FakeOperator
+) -> None:
+    view.not_serving = {"linux": "standby: another operator holds the session"}
+
+    response = await client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "degraded",
+        "notServing": {"linux": "standby: another operator holds the session"},
+    }
+
+
 async def test_status_is_the_fleet_status_json_with_the_keys_cli_md_lists(
     client: httpx.AsyncClient, view: FakeOperator
 ) -> None:

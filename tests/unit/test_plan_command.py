@@ -293,3 +293,57 @@ def test_a_ref_that_is_not_a_revision_is_refused(
 
     assert code == 1
     assert "name a git revision, like git:origin/main" in capsys.readouterr().err
+
+
+EMPTY = """\
+apiVersion: runscaler/v1
+kind: Fleet
+metadata:
+  name: acme-ci
+scaleSets: []
+"""
+
+
+@pytest.mark.parametrize("detailed", [False, True])
+def test_an_empty_manifest_is_exit_1_saying_the_operator_refuses_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], detailed: bool
+) -> None:
+    old = manifest(tmp_path / "old.yaml")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(EMPTY)
+
+    code = plan(empty, "--against", old, *(["--detailed-exitcode"] if detailed else []))
+
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out.endswith("Plan: 0 to add, 0 to change, 1 to destroy.\n")
+    assert err == (
+        f"{empty}: the manifest has no scale sets; the operator refuses it without "
+        "--allow-empty (pass --allow-empty to plan and run if that is intended)\n"
+    )
+
+
+def test_an_empty_manifest_with_allow_empty_plans_like_the_operator_applies_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = manifest(tmp_path / "old.yaml")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(EMPTY)
+
+    assert plan(empty, "--against", old, "--allow-empty", "--detailed-exitcode") == 2
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert "1 to destroy" in out
+
+
+def test_a_label_change_plans_a_replace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = manifest(tmp_path / "old.yaml")
+    new = tmp_path / "new.yaml"
+    new.write_text(FLEET.format(max_runners=10) + "    labels: [gpu]\n")
+
+    assert plan(new, "--against", old) == 0
+
+    out = capsys.readouterr().out
+    assert '  -/+ scale set "linux"' in out
+    assert "must be replaced (labels cannot change on an existing scale set" in out
+    assert out.endswith("Plan: 1 to add, 0 to change, 1 to destroy.\n")

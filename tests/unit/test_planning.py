@@ -11,11 +11,13 @@ from runscaler.planning import (
     NOTE_CREDENTIALS,
     NOTE_DRAIN_TIMEOUT,
     NOTE_GITHUB,
+    NOTE_REPLACE,
     NOTE_RESUME,
     NOTE_ROLLING,
     NOTE_SCALE_DOWN,
     NOTE_SCALE_DOWN_DELAY,
     NOTE_SCALE_UP,
+    REPLACE_NOTE,
     Effects,
     Plan,
     ScaleSetChange,
@@ -102,14 +104,6 @@ UPDATES = [
         ["no effect: backend is docker"],
         Effects(),
         id="inactive-backend",
-    ),
-    pytest.param(
-        {"labels": ["a"]},
-        {"labels": ["a", "b"]},
-        {"labels": (["a"], ["a", "b"])},
-        [NOTE_GITHUB],
-        Effects(github_settings=True),
-        id="labels",
     ),
     pytest.param(
         {},
@@ -339,12 +333,32 @@ def test_several_kinds_of_change_in_one_scale_set_combine_their_effects() -> Non
     change = only(
         plan(
             fleet(scale_set()),
-            fleet(scale_set(maxRunners=2, labels=["gpu"], docker={"image": "b:1"})),
+            fleet(scale_set(maxRunners=2, runnerGroup="gpu", docker={"image": "b:1"})),
         )
     )
 
     assert change.effects == Effects(resize=True, template=True, github_settings=True)
     assert change.notes == (NOTE_GITHUB, NOTE_SCALE_DOWN, NOTE_ROLLING)
+
+
+def test_a_label_change_replaces_the_scale_set_since_github_ignores_label_patches() -> None:
+    before, after = fleet(scale_set(labels=["a"])), fleet(scale_set(labels=["a", "b"]))
+
+    result = plan(before, after)
+    change = only(result)
+
+    assert change.action == "replace"
+    assert [(c.path, c.before, c.after, c.note) for c in change.changes] == [
+        ("labels", ["a"], ["a", "b"], NOTE_REPLACE)
+    ]
+    assert change.notes[0] == REPLACE_NOTE
+    assert (result.add, result.change, result.destroy) == (1, 0, 1)
+
+
+def test_labels_differing_only_in_case_are_no_replace() -> None:
+    change = only(plan(fleet(scale_set(labels=["GPU"])), fleet(scale_set(labels=["gpu"]))))
+
+    assert change.action == "update"
 
 
 def test_a_plan_lists_creates_then_updates_then_deletes_then_no_ops_each_by_url_and_name() -> None:

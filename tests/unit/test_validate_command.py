@@ -235,3 +235,29 @@ def test_help_shows_examples(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "--format {text,json,github}" in out
     assert "runscaler validate fleet.yaml --check-env" in out
+
+
+@pytest.mark.parametrize(
+    "host", ["tpc//localhost:2375", "localhost:2375", "unix://", "tcp://", "tcp://h:99999"]
+)
+def test_a_malformed_engine_address_is_a_located_error_offline(
+    here: Path, capsys: pytest.CaptureFixture[str], host: str
+) -> None:
+    Path("fleet.yaml").write_text(VALID + f"    docker:\n      host: {json.dumps(host)}\n")
+
+    code, _, err = validate(capsys, "fleet.yaml")
+
+    assert code == 1
+    [line] = err.splitlines()
+    assert line.startswith("fleet.yaml:15:13: scaleSets[1] (big).docker.host: "), line
+    assert "is not an engine address" in line
+
+
+@pytest.mark.parametrize(
+    "host", ["unix:///var/run/docker.sock", "tcp://127.0.0.1:2375", "https://[::1]:2376"]
+)
+def test_engine_addresses_the_backend_accepts_are_valid(
+    here: Path, capsys: pytest.CaptureFixture[str], host: str
+) -> None:
+    Path("fleet.yaml").write_text(VALID + f"    docker:\n      host: {json.dumps(host)}\n")
+    assert validate(capsys, "fleet.yaml")[0] == 0

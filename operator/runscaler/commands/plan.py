@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from runscaler.errors import (
     EXIT_CHANGES,
     EXIT_OK,
+    EXIT_USER_ERROR,
     ConfigurationError,
     Diagnostic,
     ManifestError,
@@ -65,6 +66,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="output format (default: %(default)s)",
     )
     parser.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="plan a manifest with no scale sets as `run --allow-empty` applies it "
+        "(without it, such a plan exits 1: the operator would refuse it)",
+    )
+    parser.add_argument(
         "--detailed-exitcode",
         action="store_true",
         help="exit 0 when there are no changes, 2 when there are, 1 on errors",
@@ -97,6 +104,14 @@ def main(args: argparse.Namespace) -> int:
     }[args.format]
     sys.stdout.write(render(result))
     sys.stdout.flush()
+    if not desired.fleet.scale_sets and not args.allow_empty:
+        # The operator refuses this manifest: say so here, where CI sees it first.
+        print(
+            f"{path}: the manifest has no scale sets; the operator refuses it without "
+            "--allow-empty (pass --allow-empty to plan and run if that is intended)",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
     if args.detailed_exitcode and result.has_changes:
         return EXIT_CHANGES
     return EXIT_OK

@@ -33,11 +33,12 @@ SENSITIVE_TEXT = "(sensitive)"
 _NOTE_COLUMN_LIMIT = 78
 
 # Lines that say what changes (not `#` comment lines) set the notes' column.
-_ITEM = ("  + ", "  ~ ", "  - ", "      ")
-_SYMBOL = {"create": "+", "update": "~", "delete": "-"}
+_ITEM = ("  + ", "  ~ ", "  - ", "  -/+ ", "      ")
+_SYMBOL = {"create": "+", "update": "~", "replace": "-/+", "delete": "-"}
 _WILL_BE = {
     "create": "will be created",
     "update": "will be updated in-place",
+    "replace": "must be replaced",
     "delete": "will be drained and deleted",
 }
 
@@ -74,6 +75,8 @@ def _block(change: ScaleSetChange) -> list[tuple[str, str | None]]:
     title = f"  {_SYMBOL[change.action]} scale set {name}"
     if change.action == "delete":
         return [(header, None), (title, "; ".join(change.notes) or None)]
+    if change.action == "replace":
+        header = f"{header} ({_safe(change.notes[0])})"
     width = max((len(c.path) for c in change.changes), default=0)
     rows: list[tuple[str, str | None]] = [(header, None), (title, None)]
     said: set[str] = set()
@@ -165,10 +168,12 @@ def _json_change(change: ScaleSetChange) -> dict[str, Any]:
     return {
         "url": change.url,
         "name": change.name,
-        "actions": [change.action],
+        "actions": ["delete", "create"] if change.action == "replace" else [change.action],
         "before": _jsonable(display_values(change.before)) if change.before else None,
         "after": _jsonable(display_values(change.after)) if change.after else None,
-        "changed": [field.path for field in change.changes if change.action == "update"],
+        "changed": [
+            field.path for field in change.changes if change.action in ("update", "replace")
+        ],
         "notes": list(change.notes),
     }
 

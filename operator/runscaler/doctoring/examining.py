@@ -32,8 +32,8 @@ from runscaler.doctoring.leftovers import (
 from runscaler.doctoring.report import DoctorReport, Leftover
 from runscaler.engine.backendpool import BackendPool
 from runscaler.engine.fleetlock import FleetLock, holder
-from runscaler.engine.scaleset import resolve_credentials
-from runscaler.engine.statefile import StateFile
+from runscaler.engine.resolving import resolve_credentials
+from runscaler.engine.statefile import OwnedScaleSet, StateFile
 from runscaler.errors import ManifestError, UserError
 from runscaler.github.client import RetryPolicy, ScaleSetClient
 from runscaler.github.errors import GitHubError
@@ -90,6 +90,7 @@ class _Examination:
             self._take_lock()
         await self._check_engines()
         await self._check_scale_sets()
+        self._owned_clients()
         self.report.checks.append(checks.state_dir_check(self.settings.state_dir))
         if self.fleet is not None:
             self.report.checks.append(
@@ -251,6 +252,62 @@ class _Examination:
                 notes.append(f"leftovers on {engine.backend.host} not searched: {exc}")
         if self.loaded is not None:
             found += await self._sessions(self.loaded, notes)
+            found += await self._removed(self.loaded, notes)
+        return found
+
+    def _dropped(self, loaded: LoadedManifest) -> list[tuple[OwnedScaleSet, ScaleSet]]:
+        """Scale sets this fleet owns (its state file says) that the manifest no longer names."""
+        fleet = loaded.fleet.metadata.name
+        named = {s.key for s in loaded.fleet.scale_sets}
+        dropped = []
+        for memo in StateFile.for_fleet(self.settings.state_dir, fleet).owned():
+            if memo.key in named or memo.scale_set_id is None:
+                continue
+            try:
+                dropped.append((memo, ScaleSet.model_validate(memo.spec)))
+            except ValueError:
+                continue
+        return dropped
+
+    def _owned_clients(self) -> None:
+        """GitHub clients for the dropped scale sets, so their runners can be judged too."""
+        if self.loaded is None:
+            return
+        for memo, scale_set in self._dropped(self.loaded):
+            if memo.key not in self.clients:
+                self.clients[memo.key] = _client_at(memo.base_dir, scale_set, self.settings.retry)
+
+    async def _removed(self, loaded: LoadedManifest, notes: list[str]) -> list[Leftover]:
+        fleet = loaded.fleet.metadata.name
+        if self._view(fleet).operator_running:
+            return []  # it is draining and deleting them itself
+        found = []
+        for memo, scale_set in self._dropped(loaded):
+            where = f"{scale_set.name} ({scale_set.github.url})"
+            assert memo.scale_set_id is not None
+            try:
+                exists = await self.clients[memo.key].get_scale_set_by_id(memo.scale_set_id)
+            except (GitHubError, UserError) as exc:
+                notes.append(f"scale set {where} not checked: {exc}")
+                continue
+            if exists is None:
+                continue
+            doing = (
+                "was draining when its operator stopped"
+                if memo.deleting_deadline is not None
+                else "the manifest no longer names it"
+            )
+            found.append(
+                Leftover(
+                    fleet=fleet,
+                    kind="removed scale set",
+                    name=f"#{memo.scale_set_id}",
+                    where=where,
+                    reason=f"owned by this fleet and still on GitHub; {doing}",
+                    scale_set_key=memo.key,
+                    scale_set_id=memo.scale_set_id,
+                )
+            )
         return found
 
     async def _on_engine(self, engine: _Engine, notes: list[str]) -> list[Leftover]:
@@ -328,8 +385,11 @@ def _buildx_ttl(templates: list[DockerTemplate]) -> float | None:
 
 
 def _client(loaded: LoadedManifest, scale_set: ScaleSet, retry: RetryPolicy) -> ScaleSetClient:
+    return _client_at(loaded.base_dir, scale_set, retry)
+
+
+def _client_at(base_dir: Path, scale_set: ScaleSet, retry: RetryPolicy) -> ScaleSetClient:
     github = scale_set.github
-    base_dir = loaded.base_dir
     return ScaleSetClient(
         config_url=github.url,
         credentials=lambda: resolve_credentials(scale_set, base_dir),

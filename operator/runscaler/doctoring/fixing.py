@@ -1,9 +1,11 @@
 """`runscaler doctor --fix`: remove the leftovers found, one outcome line each.
 
 Runners are unregistered on GitHub before their container goes, and a runner GitHub says is
-running a job is kept. buildx leftovers are removed by the sweeper itself, so `--fix` removes
-exactly what the running operator's housekeeping would. The caller holds the fleet's lock, so
-no operator starts underneath.
+running a job is kept. A scale set the fleet owned and the manifest dropped is deleted on
+GitHub only once none of its runners is running a job (its idle ones are unregistered and
+removed first); otherwise it is kept, to finish later. buildx leftovers are removed by the
+sweeper itself, so `--fix` removes exactly what the running operator's housekeeping would.
+The caller holds the fleet's lock, so no operator starts underneath.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from aiodocker.exceptions import DockerError
 from aiodocker.volumes import DockerVolume
 
-from runscaler.backends.base import BackendError
+from runscaler.backends.base import LABEL_RUNNER, LABEL_SCALE_SET_KEY, BackendError
 from runscaler.backends.docker import DockerBackend
 from runscaler.backends.docker_client import engine_calls
 from runscaler.backends.docker_containers import force_remove
@@ -23,7 +25,7 @@ from runscaler.backends.docker_sweep import BuildxSweep, sweep_buildx
 from runscaler.doctoring.report import Leftover, Outcome
 from runscaler.engine.statefile import StateFile
 from runscaler.github.client import ScaleSetClient
-from runscaler.github.errors import GitHubError, JobStillRunningError
+from runscaler.github.errors import GitHubError, JobStillRunningError, ScaleSetNotFoundError
 
 
 @dataclass
@@ -63,9 +65,14 @@ async def _fix(
         return await _remove_volume(leftover, context.backends[leftover.engine])
     if kind.startswith("buildx"):
         return _swept(leftover, swept[leftover.engine])
+    if kind == "removed scale set":
+        return await _finish_deletion(leftover, context)
     done = "removed"
-    if kind in ("exited runner", "unregistered runner"):
-        kept, done = await _unregister(leftover, context.clients.get(leftover.scale_set_key))
+    client = context.clients.get(leftover.scale_set_key)
+    if kind == "orphaned runner" and client is None:
+        return Outcome(leftover, False, "kept: no working credentials to ask GitHub if it is busy")
+    if kind in ("exited runner", "unregistered runner", "orphaned runner"):
+        kept, done = await _unregister(leftover, client)
         if kept:
             return Outcome(leftover, False, kept)
     backend = context.backends[leftover.engine]
@@ -86,6 +93,36 @@ async def _unregister(leftover: Leftover, client: ScaleSetClient | None) -> tupl
     except JobStillRunningError:
         return "GitHub says it is running a job", ""
     return "", "unregistered on GitHub and removed"
+
+
+async def _finish_deletion(leftover: Leftover, context: FixContext) -> Outcome:
+    """Remove the scale set's runners (never a busy one), then delete it on GitHub."""
+    client = context.clients.get(leftover.scale_set_key)
+    if client is None or leftover.scale_set_id is None:
+        return Outcome(leftover, False, "no working credentials for its scale set")
+    for backend in context.backends.values():
+        filters = {"label": [f"{LABEL_SCALE_SET_KEY}={leftover.scale_set_key}"]}
+        with engine_calls(backend.host, "cannot list containers"):
+            found = await backend.api().containers.list(all=True, filters=filters)
+        for container in found:
+            runner = dict(container._container).get("Labels", {}).get(LABEL_RUNNER, "")
+            registered = await client.get_runner_by_name(runner) if runner else None
+            if registered is not None:
+                try:
+                    await client.remove_runner(registered.id)
+                except JobStillRunningError:
+                    return Outcome(
+                        leftover, False, f"kept: runner {runner} is running a job; fix again later"
+                    )
+            with engine_calls(backend.host, f"cannot remove container {runner}"):
+                await force_remove(backend.api(), container.id)
+    try:
+        await client.delete_scale_set(leftover.scale_set_id)
+    except ScaleSetNotFoundError:
+        pass
+    if context.state_file is not None:
+        context.state_file.forget(leftover.scale_set_key)
+    return Outcome(leftover, True, "its runners removed, deleted on GitHub and forgotten")
 
 
 async def _close_session(leftover: Leftover, context: FixContext) -> Outcome:

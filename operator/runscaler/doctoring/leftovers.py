@@ -2,9 +2,10 @@
 
 Only things carrying `dev.runscaler.fleet=<fleet>` are looked at, and only the fleets asked
 about. A running runner container is a leftover only when GitHub no longer knows its
-registration (so it can run no job); one that is still registered may be running a job and is
-never a leftover. buildx builders carry no label of ours: they are judged by the sweeper's own
-rules, and only on engines where the manifest lets jobs reach the engine (`dind`).
+registration (so it can run no job), or when no operator of its fleet runs (killed: nothing
+watches it); `--fix` removes one of those only after unregistering it, so never a busy one.
+buildx builders carry no label of ours: they are judged by the sweeper's own rules, and only
+on engines where the manifest lets jobs reach the engine (`dind`).
 """
 
 from __future__ import annotations
@@ -140,6 +141,18 @@ async def container_leftovers(
                     summary,
                     reason="running, but GitHub no longer knows its registration: "
                     "it can run no job",
+                    runner=runner,
+                    key=key,
+                    **where,
+                )
+            )
+        elif not view.operator_running:
+            found.append(
+                _found(
+                    "orphaned runner",
+                    summary,
+                    reason="running with no operator of its fleet (killed?); the next start "
+                    "adopts it, --fix removes it unless it is running a job",
                     runner=runner,
                     key=key,
                     **where,

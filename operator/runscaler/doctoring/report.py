@@ -14,6 +14,8 @@ Status = Literal["ok", "warn", "fail"]
 LeftoverKind = Literal[
     "exited runner",
     "unregistered runner",
+    "orphaned runner",
+    "removed scale set",
     "helper container",
     "shared volume",
     "stale session",

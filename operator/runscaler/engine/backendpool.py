@@ -25,7 +25,7 @@ from runscaler.backends.base import (
     RunnerSpec,
 )
 from runscaler.backends.docker import DockerBackend, DockerTLSPaths
-from runscaler.backends.docker_client import default_host
+from runscaler.backends.docker_client import default_host, parse_host, ssl_context
 from runscaler.backends.docker_sweep import housekeeping
 from runscaler.console.pulls import pull_progress
 from runscaler.manifest.models import DockerTemplate, ScaleSet, TartTemplate
@@ -108,22 +108,40 @@ def _absolute(base_dir: Path, path: str | None) -> Path | None:
     return None if path is None else (base_dir / path).resolve()
 
 
+def _engine_key(scale_set: ScaleSet, base_dir: Path) -> EngineKey:
+    tls = scale_set.docker.tls
+    return (
+        scale_set.docker.host or default_host(),
+        _absolute(base_dir, tls.ca if tls else None),
+        _absolute(base_dir, tls.cert if tls else None),
+        _absolute(base_dir, tls.key if tls else None),
+    )
+
+
 class BackendPool:
     def __init__(self) -> None:
         self._docker: dict[EngineKey, DockerBackend] = {}
         self._housekeeping: list[asyncio.Task[None]] = []
         self._controller: _Controller | None = None
 
+    def check(self, scale_set: ScaleSet, base_dir: Path) -> None:
+        """What `backend_for` would refuse, found before anything is created: the engine
+        address and its TLS files (`BackendError` saying what is wrong). Touches no engine."""
+        if scale_set.backend != "docker":
+            return
+        key = _engine_key(scale_set, base_dir)
+        if key in self._docker:
+            return
+        tls = DockerTLSPaths(ca=key[1], cert=key[2], key=key[3]) if scale_set.docker.tls else None
+        parse_host(key[0], tls=tls)
+        if tls is not None:
+            ssl_context(key[0], tls)
+
     def backend_for(self, fleet: str, scale_set: ScaleSet, base_dir: Path) -> Backend:
         if scale_set.backend == "tart":
             return UnavailableBackend(tart_reason())
         tls = scale_set.docker.tls
-        key: EngineKey = (
-            scale_set.docker.host or default_host(),
-            _absolute(base_dir, tls.ca if tls else None),
-            _absolute(base_dir, tls.cert if tls else None),
-            _absolute(base_dir, tls.key if tls else None),
-        )
+        key = _engine_key(scale_set, base_dir)
         backend = self._docker.get(key)
         if backend is None:
             paths = DockerTLSPaths(ca=key[1], cert=key[2], key=key[3]) if tls else None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from runscaler.backends.base import BackendError
 from runscaler.engine.backendpool import BackendPool
-from runscaler.engine.scaleset import resolve_credentials
+from runscaler.engine.resolving import resolve_credentials
 from runscaler.errors import UserError
 from runscaler.github.client import RetryPolicy, ScaleSetClient
 from runscaler.github.errors import GitHubError

@@ -132,8 +132,12 @@ class Listener:
         self._patches_tried: set[tuple[str, object]] = set()
         self._session: MessageSession | None = None
         self.messages_unparseable = 0
+        self.close_timeout = 30.0  # closing the session on the way out waits no longer
+        self._closing: asyncio.Future[None] | None = None
         self._repoll = asyncio.Event()
         self.scale_set_known = asyncio.Event()
+        # Set once the session is ours: the lease that lets the runtime touch the backend.
+        self.session_ready = asyncio.Event()
 
     # -- what the runtime calls ----------------------------------------------------------
 
@@ -178,7 +182,14 @@ class Listener:
                     await self._drop_session()
                     await asyncio.sleep(delay)
         finally:
-            await asyncio.shield(self._close_session())
+            # Shielded: a cancelled listener still closes its session (`wait_closed` waits).
+            self._closing = asyncio.ensure_future(self._close_session())
+            await asyncio.shield(self._closing)
+
+    async def wait_closed(self) -> None:
+        """Until the session close begun on the way out is done (bounded by close_timeout)."""
+        if self._closing is not None:
+            await asyncio.wait({self._closing})
 
     # -- registration ----------------------------------------------------------------------
 
@@ -306,6 +317,7 @@ class Listener:
                 await asyncio.sleep(delay)
         self._session = session
         self._remember(session_id=session.session_id)
+        self.session_ready.set()
         log.info("%s: listening (session opened)", self._name)
 
     async def _drop_session(self) -> None:
@@ -316,8 +328,9 @@ class Listener:
         session, self._session = self._session, None
         if session is None:
             return
+        self.session_ready.clear()
         try:
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(self.close_timeout):
                 await session.close()
         except (GitHubError, TimeoutError) as exc:
             log.debug("%s: closing the session: %s", self._name, exc)

@@ -3,7 +3,8 @@
 Every trigger (the file watcher, SIGHUP, `POST /-/reload`) ends here. A manifest whose content
 hash is unchanged is skipped (unless forced: a forced re-read still re-resolves secret refs).
 An invalid one is rejected whole: the fleet keeps running on the last good manifest, and the
-located error goes to the log, `/status` and the reload metrics. A valid one gets the next
+located error goes to the log, `/status` and the reload metrics. Secret refs are resolved while
+reading, so an unset `env:` ref is located like any other error. A valid one gets the next
 generation and its plan is applied. `git pull` rewrites files in place, so a parse error is
 retried briefly before it counts, and nothing is read while `.git/index.lock` exists.
 """
@@ -14,12 +15,13 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from runscaler.engine.controller import Controller
+from runscaler.engine.statefile import OwnedScaleSet
 from runscaler.engine.status import ReloadStatus
 from runscaler.errors import ManifestError, UserError
 from runscaler.manifest.loading import LoadedManifest, load_manifest
@@ -108,10 +110,11 @@ class Reloader:
     def manifest(self) -> LoadedManifest | None:
         return self._controller.manifest
 
-    async def start(self, loaded: LoadedManifest) -> None:
-        """The first apply: an invalid or refused manifest is the user's error (exit 1)."""
+    async def start(self, loaded: LoadedManifest, owned: Iterable[OwnedScaleSet] = ()) -> None:
+        """The first apply, against what the fleet `owned` when it last ran: an invalid or
+        refused manifest is the user's error (exit 1)."""
         self._warn(loaded)
-        await self._controller.apply(loaded)
+        await self._controller.start(loaded, owned)
         await self._accepted(loaded)
 
     async def reload(self, *, force: bool = False) -> ReloadOutcome:
@@ -153,7 +156,8 @@ class Reloader:
         attempts = self._timing.parse_retries
         for attempt in range(attempts):
             try:
-                return load_manifest(self.path)
+                # Secret refs and files are resolved here too: an unset one is located.
+                return load_manifest(self.path, check_env=True)
             except ManifestError:
                 # `git pull` may be writing the file right now: look again shortly.
                 if attempt == attempts - 1:

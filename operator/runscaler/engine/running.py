@@ -63,23 +63,30 @@ class Operator:
         self._limiter = asyncio.Semaphore(settings.start_concurrency)
         self._backends = backend_pool or BackendPool()
         self.controller = Controller(
-            runtime_factory=self._new_runtime, allow_empty=settings.allow_empty
+            runtime_factory=self._new_runtime,
+            allow_empty=settings.allow_empty,
+            check_backend=self._backends.check,
+            intent=self._state_for,
         )
         self.reloader = Reloader(path=settings.manifest, controller=self.controller)
         self._state_file: StateFile | None = None
         self._lock: FleetLock | None = None
         self.ready = False
 
-    def _new_runtime(self, fleet: str, scale_set: ScaleSet, base_dir: Path) -> ScaleSetRuntime:
+    def _state_for(self, fleet: str) -> StateFile:
         if self._state_file is None:
             self._state_file = StateFile.for_fleet(self.settings.state_dir, fleet)
+        return self._state_file
+
+    def _new_runtime(self, fleet: str, scale_set: ScaleSet, base_dir: Path) -> ScaleSetRuntime:
+        state_file = self._state_for(fleet)
         backend: Backend = self._backends.backend_for(fleet, scale_set, base_dir)
         return ScaleSetRuntime(
             fleet=fleet,
             scale_set=scale_set,
             base_dir=base_dir,
             backend=backend,
-            state_file=self._state_file,
+            state_file=state_file,
             owner=self.settings.owner,
             start_limiter=self._limiter,
             timing=self.settings.timing,
@@ -88,9 +95,10 @@ class Operator:
 
     async def start(self) -> None:
         """Load and apply the manifest; any problem is the user's to fix (exit 1)."""
-        loaded = load_manifest(self.settings.manifest)
-        self._lock = FleetLock.acquire(self.settings.state_dir, loaded.fleet.metadata.name)
-        await self.reloader.start(loaded)
+        loaded = load_manifest(self.settings.manifest, check_env=True)
+        fleet = loaded.fleet.metadata.name
+        self._lock = FleetLock.acquire(self.settings.state_dir, fleet)
+        await self.reloader.start(loaded, self._state_for(fleet).owned())
         self._backends.start_housekeeping(self.controller)
         self.ready = True
 
@@ -99,7 +107,9 @@ class Operator:
 
     def snapshot(self) -> FleetStatus:
         manifest = self.reloader.manifest
-        runtimes = [*self.controller.runtimes.values(), *self.controller.draining]
+        # A replacement not started yet is shown as its predecessor, draining.
+        started = [r for r in self.controller.runtimes.values() if r.started]
+        runtimes = [*started, *self.controller.draining]
         return FleetStatus(
             fleet=self.controller.fleet_name or "",
             generation=self.reloader.generation,
@@ -114,12 +124,28 @@ class Operator:
             reloads=dict(self.reloader.counts),
         )
 
+    def readiness(self) -> dict[str, str]:
+        """Scale sets that should be listening and are not, with why (empty: serving)."""
+        problems: dict[str, str] = {}
+        for runtime in self.controller.runtimes.values():
+            problem = runtime.serving_problem()
+            if problem is not None:
+                problems[runtime.name] = problem
+        return problems
+
     def applied_fleet(self) -> dict[str, Any] | None:
         manifest = self.reloader.manifest
         return None if manifest is None else manifest.fleet.model_dump(mode="json")
 
     async def shutdown(self) -> None:
         await self.controller.shutdown(cleanup=self.settings.cleanup_on_exit)
+        for error in self.controller.delete_errors:
+            log.error("cleanup: %s", error)
+        if self.controller.delete_errors:
+            log.error(
+                "cleanup left %d scale sets on GitHub; `runscaler doctor --fix` finishes them",
+                len(self.controller.delete_errors),
+            )
         await self._backends.close()
         if self._lock is not None:
             self._lock.release()

@@ -1,4 +1,4 @@
-"""What one operator remembers across restarts: scale set ids and the sessions it opened.
+"""What one operator remembers across restarts: what it owns, and the sessions it opened.
 
 A small JSON file per fleet in the state directory records, per scale set identity key, the
 GitHub scale set id and the id of the message session this operator opened. After a crash the
@@ -6,10 +6,17 @@ next start deletes exactly those sessions (never one another operator opened) so
 at once instead of waiting for GitHub to expire them, and it finds its scale set by id, so a
 changed `runnerGroup` moves the scale set instead of creating a second one. Losing the file
 costs only that speed: everything else is re-derived.
+
+It is also the fleet's durable intent: every scale set the last applied manifest named is
+recorded as owned (its merged spec, so it can be drained without the manifest that named it),
+and a removed one is marked `deleting` with its drain deadline before its drain starts. The
+next start plans against what was owned, so a scale set dropped while the operator was down,
+or a drain cut short by a crash, is drained (to the original deadline) and deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,8 +35,19 @@ class ScaleSetMemo:
     session_id: str | None = None
 
 
+@dataclass(frozen=True)
+class OwnedScaleSet:
+    """A scale set this fleet owns: the spec it was applied with, and whether it is going."""
+
+    key: str
+    spec: dict[str, Any]
+    base_dir: Path
+    scale_set_id: int | None
+    deleting_deadline: float | None  # wall-clock time the drain ends, once it is deleting
+
+
 class StateFile:
-    """`<state dir>/<fleet>.json`; every write is atomic (temp file + rename)."""
+    """`<state dir>/<fleet>.json`; every write is atomic (temp file + fsync + rename)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -65,8 +83,50 @@ class StateFile:
 
     def update(self, key: str, *, scale_set_id: int | None, session_id: str | None) -> None:
         with self._lock:
-            self._entries[key] = {"scaleSetId": scale_set_id, "sessionId": session_id}
+            entry = self._entries.setdefault(key, {})
+            entry.update(scaleSetId=scale_set_id, sessionId=session_id)
             self._write()
+
+    def own(self, key: str, *, spec: dict[str, Any], base_dir: Path) -> None:
+        """Record that this fleet owns the scale set (no longer deleting, if it was)."""
+        with self._lock:
+            entry = self._entries.setdefault(key, {})
+            entry.update(owned=True, spec=spec, baseDir=str(base_dir))
+            entry.pop("deleting", None)
+            self._write()
+
+    def mark_deleting(self, key: str, *, deadline: float) -> None:
+        """Before a removed scale set starts draining: it goes, its drain ends at `deadline`."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or not entry.get("owned"):
+                return
+            entry["deleting"] = {"deadline": deadline}
+            self._write()
+
+    def owned(self) -> list[OwnedScaleSet]:
+        with self._lock:
+            entries = {k: dict(v) for k, v in self._entries.items()}
+        found = []
+        for key, entry in entries.items():
+            spec, base_dir = entry.get("spec"), entry.get("baseDir")
+            if not entry.get("owned") or not isinstance(spec, dict):
+                continue
+            deleting = entry.get("deleting")
+            deadline = deleting.get("deadline") if isinstance(deleting, dict) else None
+            scale_set_id = entry.get("scaleSetId")
+            found.append(
+                OwnedScaleSet(
+                    key=key,
+                    spec=spec,
+                    base_dir=Path(base_dir) if isinstance(base_dir, str) else self.path.parent,
+                    scale_set_id=scale_set_id if isinstance(scale_set_id, int) else None,
+                    deleting_deadline=float(deadline)
+                    if isinstance(deadline, (int, float))
+                    else None,
+                )
+            )
+        return found
 
     def forget(self, key: str) -> None:
         with self._lock:
@@ -80,7 +140,20 @@ class StateFile:
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-", suffix=".json")
             with os.fdopen(fd, "w") as handle:
                 handle.write(body + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
             os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)
         except OSError as exc:
             # Losing the memo costs only takeover speed: never fail the scale set for it.
             log.warning("cannot write state file %s: %s", self.path, exc)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a crash right after it must not undo it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

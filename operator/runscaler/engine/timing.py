@@ -39,4 +39,7 @@ def scaled_timing(scale: float = 1.0) -> RuntimeTiming:
         restart_initial=s(1.0),
         restart_max=s(60.0),
         delete_retry=s(5.0),
+        # Bounds, not waits: scaled, but never below what a healthy engine needs.
+        shutdown_deadline=max(5.0, s(20.0)),
+        delete_deadline=max(5.0, s(60.0)),
     )

@@ -31,6 +31,7 @@ from pydantic.alias_generators import to_camel
 from runscaler.manifest.values import (
     DURATION_PATTERN,
     SIZE_PATTERN,
+    check_engine_address,
     check_proxy_url,
     check_secret_ref,
     check_url,
@@ -121,6 +122,9 @@ GitHubURL = Annotated[
 ProxyURL = Annotated[str, AfterValidator(check_proxy_url)]
 """A proxy URL as written (it may carry credentials: never shown in messages)."""
 
+EngineAddress = Annotated[str, AfterValidator(check_engine_address)]
+"""`docker.host`: `unix:///path` or `tcp://HOST:PORT`, as the Docker backend accepts."""
+
 
 class AppAuth(Model):
     """GitHub App credentials (preferred over a token)."""
@@ -194,7 +198,7 @@ class DockerTemplate(Model):
     pull: Literal["always", "missing", "never"] = Field(
         default="missing", description="when to pull the image"
     )
-    host: str | None = Field(
+    host: EngineAddress | None = Field(
         default=None, description="engine endpoint; $DOCKER_HOST or the local socket when unset"
     )
     tls: DockerTLS | None = Field(default=None, description="client TLS for tcp:// engines")

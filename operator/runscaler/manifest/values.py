@@ -236,6 +236,27 @@ def check_proxy_url(url: str) -> str:
     return url
 
 
+ENGINE_SCHEMES = ("unix", "tcp", "http", "https")
+
+
+def check_engine_address(host: str) -> str:
+    """A Docker engine address: `unix:///path` or `tcp://HOST:PORT` (http, https too), the
+    same forms the backend accepts, so a typo is refused by `validate`, not by a reload."""
+    try:
+        parts = urlsplit(host.strip())
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError as exc:
+        raise ValueError(f"{host!r} is not an engine address: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme == "unix" and parts.path and not parts.netloc:
+        return host
+    if scheme in ENGINE_SCHEMES[1:] and parts.hostname:
+        return host
+    raise ValueError(
+        f"{host!r} is not an engine address: use unix:///var/run/docker.sock or tcp://HOST:PORT"
+    )
+
+
 def normalize_url(url: str) -> str:
     """The identity form: scheme and host lowercased, `www.` folded, path lowercased, no `/`."""
     parsed = parse_config_url(url)
