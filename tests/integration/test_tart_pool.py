@@ -71,8 +71,11 @@ async def test_a_warm_pickup_is_faster_than_a_cold_start_and_the_pool_refills(
 
     await backend.remove("warm-1")
     await exits.aclose()  # the scale set stops: its pooled VM goes promptly
-    await eventually(lambda: not fake_tart.vms(), timeout=30, message="pool VMs removed")
-    assert backend.slots.in_use == frozenset()
+    await eventually(
+        lambda: not fake_tart.vms() and not backend.slots.in_use,
+        timeout=30,
+        message="pool VMs removed and their slots free",
+    )
 
 
 async def test_a_pooled_vm_that_dies_is_replaced(backend: TartBackend, fake_tart: FakeTart) -> None:
@@ -89,8 +92,11 @@ async def test_a_pooled_vm_that_dies_is_replaced(backend: TartBackend, fake_tart
     )
     assert first.name not in fake_tart.vms()
     await exits.aclose()
-    await eventually(lambda: not fake_tart.vms(), timeout=30, message="pool VMs removed")
-    assert backend.slots.in_use == frozenset()
+    await eventually(
+        lambda: not fake_tart.vms() and not backend.slots.in_use,
+        timeout=30,
+        message="pool VMs removed and their slots free",
+    )
 
 
 async def test_a_pool_that_cannot_boot_fails_starts_with_its_reason_and_backs_off(
@@ -136,8 +142,11 @@ async def test_a_start_cancelled_while_waiting_for_a_warm_vm_takes_nothing(
     assert backend.slots.in_use == frozenset({0})
     assert await backend.list_owned(SELECTOR) == []  # a pooled VM is no runner
     await exits.aclose()
-    await eventually(lambda: not fake_tart.vms(), timeout=30, message="pool VMs removed")
-    assert backend.slots.in_use == frozenset()
+    await eventually(
+        lambda: not fake_tart.vms() and not backend.slots.in_use,
+        timeout=30,
+        message="pool VMs removed and their slots free",
+    )
 
 
 async def test_closing_the_backend_removes_pooled_vms(

@@ -18,9 +18,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runscaler.backends.base import (
     LABEL_FLEET,
@@ -317,7 +318,7 @@ class TartBackend:
             log.warning("refreshing %s: %s", image, exc)
 
     async def _poll_adopted(self) -> None:
-        adopted = [vm for vm in self.vms.values() if vm.process is None and vm.running]
+        adopted = [vm for vm in self.vms.values() if vm.adopted and vm.running]
         if not adopted:
             return
         running = {str(item.get("Name")) for item in await self.cli.list() if item.get("Running")}
@@ -365,7 +366,7 @@ class TartBackend:
                 assert slot is not None
                 self.slots.claim(slot)
                 vm = VM(name=name, slot=slot, labels=labels, runner=str(side["runner"]))
-                vm.runner_started = True
+                vm.runner_started = vm.adopted = True
                 self.vms[name] = vm
                 self._follow(vm)
             self._adopted = True
@@ -439,7 +440,11 @@ class TartBackend:
                 sub.queue.put_nowait(event)
 
     async def _finish(self, name: str) -> None:
-        """Remove a VM of ours; its slot is free afterwards whatever tart says."""
+        """Remove a VM of ours; its slot is free afterwards whatever tart says. A cancelled
+        caller does not stop the removal half-way (close() waits for it)."""
+        await asyncio.shield(self._spawn(self._finish_now(name), f"tart-remove:{name}"))
+
+    async def _finish_now(self, name: str) -> None:
         vm = self.vms.pop(name, None)
         try:
             if not await self.booter.destroy(name):
@@ -453,11 +458,11 @@ class TartBackend:
     def _forget_jit(self, runner: str) -> None:
         secrets.discard(self._jit.pop(runner, None))
 
-    def _spawn(self, coro: object, name: str) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
-        task.set_name(name)
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
 
 @dataclass(frozen=True)

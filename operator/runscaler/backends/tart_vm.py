@@ -97,6 +97,7 @@ class VM:
     runner: str | None = None
     process: subprocess.Popen[bytes] | None = None  # None: adopted (polled with tart list)
     exit_code: int | None = None
+    adopted: bool = False  # found running (an earlier operator's): no process, polled
     runner_started: bool = False  # the runner's start command was sent: it may hold a job
     exited: asyncio.Event = field(default_factory=asyncio.Event)
 
