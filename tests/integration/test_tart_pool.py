@@ -161,3 +161,29 @@ async def test_closing_the_backend_removes_pooled_vms(
     assert time.monotonic() - began < 15
     assert fake_tart.vms() == set() and fake_tart.running() == set()
     assert backend.slots.in_use == frozenset()
+
+
+async def test_a_reload_that_changes_the_pool_replaces_or_removes_it(
+    backend: TartBackend, fake_tart: FakeTart
+) -> None:
+    backend.register(KEY, tart_spec("x", poolSize=1).template)
+    exits = backend.exits(SELECTOR)
+    old = backend._pools[KEY]
+    await eventually(lambda: len(old.ready) == 1, timeout=60, message="a warm VM")
+    [first] = old.ready
+    # A new template (more memory): the old pool's VM goes, a new one is booted from it.
+    backend.register(KEY, tart_spec("x", poolSize=1, memory=4096).template)
+    new = backend._pools[KEY]
+    assert new is not old
+    await eventually(lambda: len(new.ready) == 1, timeout=60, message="a new warm VM")
+    assert first.name not in fake_tart.vms()
+    assert fake_tart.config(new.ready[0].name)["memorySize"] == 4096 * 1024 * 1024
+    # poolSize 0: no pool, its VM removed.
+    backend.register(KEY, tart_spec("x", poolSize=0).template)
+    assert KEY not in backend._pools
+    await eventually(
+        lambda: not fake_tart.vms() and not backend.slots.in_use,
+        timeout=30,
+        message="pool VMs removed and their slots free",
+    )
+    await exits.aclose()
