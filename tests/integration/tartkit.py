@@ -34,6 +34,7 @@ from runscaler.backends.base import (
     LABEL_TEMPLATE,
     RunnerSpec,
 )
+from runscaler.backends.tart_vm import DETACHED
 from runscaler.manifest.models import TartTemplate
 
 FAKE_DIR = Path(__file__).resolve().parent.parent / "faketart"
@@ -150,6 +151,11 @@ def fake_tart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeT
         yield fake
     finally:
         fake.kill_everything()
+        # VMs a closed backend left running (as it does for adoption) were killed just now:
+        # reap their `tart run` processes so none lingers as a zombie.
+        for process in list(DETACHED):
+            if process.poll() is not None:
+                DETACHED.remove(process)
 
 
 def template(**fields: Any) -> TartTemplate:

@@ -24,7 +24,7 @@ from runscaler.backends.base import (
     RunnerNotFound,
 )
 from runscaler.backends.tart import TartBackend, TartTiming, leftovers, remove_leftover
-from runscaler.backends.tart_vm import HostVMLimit, fleet_tag
+from runscaler.backends.tart_vm import HostVMLimit, fleet_tag, vm_name
 from tests.integration import tartkit
 from tests.integration.tartkit import ArgvWatch, FakeTart, tart_spec
 from tests.waiting import eventually
@@ -366,3 +366,20 @@ async def test_random_mac_mode_asks_tart_for_one(
 def test_the_fake_runs_no_vm_after_a_test(fake_tart: FakeTart) -> None:
     assert fake_tart.running() == set()
     assert os.environ["TART_HOME"] == str(fake_tart.home)
+
+
+async def test_the_sweep_removes_our_stopped_leftovers_only(
+    backend: TartBackend, fake_tart: FakeTart, tmp_path: Path
+) -> None:
+    image = "ghcr.io/cirruslabs/macos-sequoia-base:latest"
+    half_made = vm_name(FLEET, "aaaaaaaaaaaa", 1)
+    others = {"my-own-vm", f"rs-{fleet_tag('someone-else')}-aaaaaaaa-0-abc"}
+    for name in others:
+        fake_tart.tart("clone", image, name)
+    fake_tart.control(RUNNER_SCRIPT=sleeper(tmp_path))
+    await backend.start(tart_spec("live-1"))
+    fake_tart.tart("clone", image, half_made)  # as if a clone had been cut short
+    assert await backend.sweep_stopped() == [half_made]
+    assert fake_tart.vms() - others == {backend.vms[next(iter(backend.vms))].name}
+    await backend.remove("live-1")
+    assert fake_tart.vms() == others

@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TartTiming:
     poll: float = 5.0  # housekeeping tick: adopted VMs, leftovers to retry, timers
+    sweep: float = 300.0  # how often stopped VMs of ours that nobody tracks are removed
+    sweep_age: float = 300.0  # ...once this old (a removal in flight is not raced)
     pool_take: float = 900.0  # a start waits this long at most for a warm VM
     pool_backoff: float = 2.0  # first delay after a failed pool boot (doubles)
 
@@ -131,6 +133,7 @@ class TartBackend:
         self._adopt_lock = asyncio.Lock()
         self._active = asyncio.Event()
         self._next_prune = 0.0
+        self._next_sweep = time.monotonic() + timing.sweep
         self._closed = False
 
     @property
@@ -296,6 +299,12 @@ class TartBackend:
             if await self.booter.destroy(name):
                 self.zombies.discard(name)
                 log.info("removed leftover VM %s", name)
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.timing.sweep
+            try:
+                await self.sweep_stopped()
+            except BackendError as exc:
+                log.warning("Tart on %s: cannot sweep leftover VMs: %s", self.home, exc)
         templates = list(self._templates.values())
         if not templates:
             return
@@ -310,6 +319,27 @@ class TartBackend:
             if self.images.due_for_refresh(template.image, template.image_refresh):
                 self.images.pulled_at[template.image] = now
                 self._spawn(self._refresh(template.image), f"tart-refresh:{template.image}")
+
+    async def sweep_stopped(self) -> list[str]:
+        """Remove stopped VMs of this fleet that nothing tracks (a runner whose scale set is
+        gone, a half-made clone); running ones and everyone else's are left alone."""
+        removed = []
+        for item in await self.cli.list():
+            name = str(item.get("Name", ""))
+            if item.get("Source") != "local" or not self._is_ours(name) or name in self.vms:
+                continue
+            if item.get("Running"):
+                continue
+            side = read_sidecar(self.cli, name)
+            if side is not None and dict(side.get("labels") or {}).get(LABEL_FLEET) != self.fleet:
+                continue
+            created = (side or {}).get("createdAt")
+            if isinstance(created, int | float) and time.time() - created < self.timing.sweep_age:
+                continue
+            if await self.booter.destroy(name):
+                removed.append(name)
+                log.info("removed stopped leftover VM %s", name)
+        return removed
 
     async def _refresh(self, image: str) -> None:
         try:
