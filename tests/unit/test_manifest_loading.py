@@ -179,24 +179,56 @@ def test_a_literal_private_key_warns_at_the_scale_set() -> None:
     )
 
 
-def test_more_tart_runners_than_macos_allows_warns() -> None:
+def test_more_tart_runners_than_the_host_allows_is_an_error() -> None:
     text = FLEET + "  - name: mac\n    backend: tart\n    maxRunners: 4\n"
-    (warning,) = load_yaml(text).warnings
-    assert warning.located() == (
-        "fleet.yaml:17:17: warning: scaleSets[1] (mac).maxRunners: maxRunners is 4 with backend "
-        "tart, but macOS allows 2 VMs per host: at most 2 runners will run at once"
+    with pytest.raises(ManifestError) as caught:
+        load_yaml(text)
+    (error,) = caught.value.diagnostics
+    assert error.located() == (
+        "fleet.yaml:17:17: scaleSets[1] (mac).maxRunners: maxRunners is 4 with backend "
+        "tart, but the host runs at most 2 VMs (tart.vmLimit): lower maxRunners, or set "
+        "tart.allowOverLimit: true to let runners queue for a VM"
     )
 
 
-def test_an_inherited_tart_maximum_warns_at_defaults_line() -> None:
+def test_allow_over_limit_accepts_more_tart_runners() -> None:
+    text = FLEET + (
+        "  - name: mac\n    backend: tart\n    maxRunners: 4\n"
+        "    tart:\n      allowOverLimit: true\n"
+    )
+    assert load_yaml(text).warnings == ()
+
+
+def test_an_inherited_tart_maximum_is_reported_at_the_scale_set() -> None:
     text = FLEET.replace("defaults:\n", "defaults:\n  maxRunners: 3\n") + (
         "  - name: mac\n    backend: tart\n"
     )
-    (warning,) = load_yaml(text).warnings
-    assert warning.located().startswith(
-        "fleet.yaml:6:15: warning: scaleSets[1] (mac).maxRunners: maxRunners is 3 with backend tart"
+    with pytest.raises(ManifestError) as caught:
+        load_yaml(text)
+    (error,) = caught.value.diagnostics
+    assert error.located().startswith(
+        "fleet.yaml:6:15: scaleSets[1] (mac).maxRunners: maxRunners is 3 with backend tart"
     )
-    assert warning.message.endswith("(inherited from defaults)")
+    assert error.message.endswith("(inherited from defaults)")
+
+
+def test_tart_pool_and_limit_checks() -> None:
+    text = FLEET + (
+        "  - name: mac\n    backend: tart\n    maxRunners: 1\n"
+        "    tart:\n      vmLimit: 3\n      poolSize: 4\n"
+        "  - name: mac2\n    backend: tart\n    maxRunners: 1\n"
+        "    tart:\n      vmLimit: 1\n"
+    )
+    with pytest.raises(ManifestError) as caught:
+        load_yaml(text)
+    messages = [d.located() for d in caught.value.diagnostics]
+    assert any("vmLimit is 3, but macOS allows 2 VMs per host" in m for m in messages)
+    assert any("poolSize (4) must be <= tart.vmLimit (3)" in m for m in messages)
+    assert any(
+        "scaleSets[2] (mac2).tart.vmLimit: vmLimit is 1, but scaleSets[1] on the same "
+        "TART_HOME (~/.tart) says 3" in m
+        for m in messages
+    ), messages
 
 
 def test_invalid_manifest_errors_carry_the_warnings_too() -> None:

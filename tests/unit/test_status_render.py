@@ -158,6 +158,7 @@ def test_runners_are_listed_per_scale_set_when_the_operator_sends_them() -> None
         _runner("linux-a", state="busy", since=1_700_000_000.0 - 300, jobId="4711"),
         _runner("linux-b", state="failed", exitCode=1, reason="exited_early: exited 1", node="b"),
     ]
+    del data["scaleSets"][1]["runners"]  # as from an operator that sends none for it
 
     text = shown(render_text(data, now=1_700_000_042.0, with_runners=True), width=80)
 
@@ -171,6 +172,8 @@ def test_runners_are_listed_per_scale_set_when_the_operator_sends_them() -> None
 
 def test_runners_from_an_older_operator_show_nothing() -> None:
     data = fleet_status().to_json()
+    for item in data["scaleSets"]:
+        del item["runners"]  # older operators send no runner list
 
     with_flag = shown(render_text(data, now=0.0, with_runners=True))
 

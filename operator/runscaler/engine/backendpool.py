@@ -139,7 +139,25 @@ class BackendPool:
 
     def backend_for(self, fleet: str, scale_set: ScaleSet, base_dir: Path) -> Backend:
         if scale_set.backend == "tart":
-            return UnavailableBackend(tart_reason())
+            if shutil.which("tart") is None:
+                return UnavailableBackend(tart_reason())
+            from runscaler.backends.tart import TartBackend, tart_home
+
+            # One backend per TART_HOME: the host's VM slots are shared by its scale sets.
+            tarts: dict[Path | None, TartBackend] = self.__dict__.setdefault("_tart", {})
+            home = tart_home(scale_set.tart.home, base_dir)
+            tart = tarts.get(home)
+            if tart is None:
+                tart = TartBackend(fleet=fleet, home=home, vm_limit=scale_set.tart.vm_limit)
+                tarts[home] = tart
+                with contextlib.suppress(RuntimeError):  # no loop: nothing to keep house for
+                    asyncio.get_running_loop()
+                    # Cancelled by close(), which makes it close the backend (pool VMs go).
+                    self._housekeeping.append(
+                        asyncio.create_task(tart.serve(), name=f"housekeeping:tart:{tart.home}")
+                    )
+            tart.register(scale_set.key, scale_set.tart)
+            return tart
         tls = scale_set.docker.tls
         key = _engine_key(scale_set, base_dir)
         backend = self._docker.get(key)

@@ -50,6 +50,8 @@ SCALE_SET_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,45}$"
 
 DEFAULT_DOCKER_IMAGE = "ghcr.io/actions/actions-runner:latest"
 DEFAULT_TART_IMAGE = "ghcr.io/cirruslabs/macos-tahoe-xcode:latest"
+# Apple's Virtualization.framework runs at most 2 macOS VMs per host.
+TART_VMS_PER_HOST = 2
 
 
 class Model(BaseModel):
@@ -238,7 +240,38 @@ class TartTemplate(Model):
         default="/Users/admin/actions-runner", description="where the runner lives in the VM"
     )
     home: str | None = Field(default=None, description="TART_HOME (default ~/.tart)")
-    pool_size: int = Field(default=0, ge=0, description="pre-booted VMs kept ready")
+    pool_size: int = Field(
+        default=0, ge=0, description="pre-booted VMs kept ready (they count against vmLimit)"
+    )
+    vm_limit: int = Field(
+        default=TART_VMS_PER_HOST,
+        ge=1,
+        description="running VMs on this TART_HOME's host, shared by every Tart scale set on it "
+        "(macOS allows 2)",
+    )
+    allow_over_limit: bool = Field(
+        default=False,
+        description="accept maxRunners above vmLimit (runners queue for a VM slot) and a "
+        "vmLimit above 2",
+    )
+    mac_address: Literal["deterministic", "random"] = Field(
+        default="deterministic",
+        description="deterministic: one MAC per host slot (02:00:00:00:00:NN), so DHCP leases "
+        "are reused; random: a new MAC per VM (tart set --random-mac)",
+    )
+    mac_offset: int = Field(
+        default=0,
+        ge=0,
+        le=200,
+        description="added to the slot number in deterministic MACs, to reserve another range",
+    )
+    ready_timeout: Duration = Field(
+        default=120, description="how long a booting VM's guest agent may take to answer"
+    )
+    image_refresh: Duration = Field(
+        default=24 * 3600,
+        description="how often a mutable tag (not pinned by @sha256:) is pulled again; 0 never",
+    )
     cache_max_age: Duration = Field(
         default=168 * 3600, description="prune cache entries older than this; 0 disables"
     )

@@ -3,8 +3,9 @@
 The models (pydantic) check what a schema cannot say: URLs, secret refs, `minRunners <=
 maxRunners`, exactly one auth method, and that what `defaults` leaves out a scale set gives.
 Across scale sets, names are unique per GitHub URL (both compared as GitHub does). Warnings
-point at what works but will surprise: a literal secret committed to git, more Tart runners
-than macOS allows on one host. With `check_env`, refs are resolved as the operator would.
+point at what works but will surprise: a literal secret committed to git. More Tart runners
+than the host's VM limit (macOS allows 2) is an error unless `tart.allowOverLimit` says so.
+With `check_env`, refs are resolved as the operator would.
 
 Every finding is located where the value was written; a value inherited from `defaults` is
 reported once, at `defaults`, however many scale sets inherit it.
@@ -20,12 +21,10 @@ from pydantic import ValidationError
 
 from runscaler.manifest.findings import Findings
 from runscaler.manifest.merging import merge_defaults, source_of
-from runscaler.manifest.models import ScaleSet
+from runscaler.manifest.models import TART_VMS_PER_HOST, ScaleSet
 from runscaler.manifest.positions import FieldPath
 from runscaler.manifest.secrets import path_problem, secret_problem
 from runscaler.manifest.values import is_literal_secret
-
-TART_VMS_PER_HOST = 2
 
 _SECRETS: tuple[tuple[FieldPath, str], ...] = (
     (("github", "auth", "token"), "token"),
@@ -66,7 +65,48 @@ class ScaleSetChecker:
                 for error in exc.errors(include_url=False, include_input=False):
                     self._report_model_error(index, error)
         self._check_unique(valid)
+        self._check_tart(valid)
         return valid
+
+    def _check_tart(self, valid: dict[int, ScaleSet]) -> None:
+        """The host's VM limit: macOS runs 2 VMs, and every Tart scale set on one TART_HOME
+        shares them, so more is refused unless the user says the host allows it."""
+        limits: dict[str | None, tuple[int, int]] = {}
+        for index, scale_set in valid.items():
+            if scale_set.backend != "tart":
+                continue
+            tart = scale_set.tart
+            if tart.vm_limit > TART_VMS_PER_HOST and not tart.allow_over_limit:
+                self.add(
+                    index,
+                    ("tart", "vmLimit"),
+                    f"vmLimit is {tart.vm_limit}, but macOS allows {TART_VMS_PER_HOST} VMs per "
+                    "host: lower it, or set tart.allowOverLimit: true if this host allows more",
+                )
+            if scale_set.max_runners > tart.vm_limit and not tart.allow_over_limit:
+                self.add(
+                    index,
+                    ("maxRunners",),
+                    f"maxRunners is {scale_set.max_runners} with backend tart, but the host runs "
+                    f"at most {tart.vm_limit} VMs (tart.vmLimit): lower maxRunners, or set "
+                    "tart.allowOverLimit: true to let runners queue for a VM",
+                )
+            if tart.pool_size > tart.vm_limit:
+                self.add(
+                    index,
+                    ("tart", "poolSize"),
+                    f"poolSize ({tart.pool_size}) must be <= tart.vmLimit ({tart.vm_limit}): "
+                    "pooled VMs hold the host's VM slots",
+                )
+            first = limits.setdefault(tart.home, (index, tart.vm_limit))
+            if first[1] != tart.vm_limit:
+                where = tart.home or "~/.tart"
+                self.add(
+                    index,
+                    ("tart", "vmLimit"),
+                    f"vmLimit is {tart.vm_limit}, but scaleSets[{first[0]}] on the same "
+                    f"TART_HOME ({where}) says {first[1]}: the limit is the host's, use one value",
+                )
 
     def _check_bounds(self, index: int, merged: dict[str, Any]) -> None:
         """minRunners <= maxRunners, even when another field fails and the model stops early.
@@ -149,16 +189,6 @@ class ScaleSetChecker:
                 f"literal {what} in the manifest, which lives in git: use env:NAME or file:PATH",
                 severity="warning",
             )
-        for index, scale_set in valid.items():
-            if scale_set.backend == "tart" and scale_set.max_runners > TART_VMS_PER_HOST:
-                self.add(
-                    index,
-                    ("maxRunners",),
-                    f"maxRunners is {scale_set.max_runners} with backend tart, but macOS allows "
-                    f"{TART_VMS_PER_HOST} VMs per host: at most {TART_VMS_PER_HOST} runners "
-                    "will run at once",
-                    severity="warning",
-                )
 
     def _literal_secrets(self) -> Iterator[tuple[FieldPath, str]]:
         owners: list[tuple[FieldPath, Any]] = [(("defaults",), self.defaults)]
