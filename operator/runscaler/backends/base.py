@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from runscaler.errors import RunscalerError
-from runscaler.manifest.models import DockerTemplate, TartTemplate
+from runscaler.manifest.models import DockerTemplate, SwarmTemplate, TartTemplate
 
 # Ownership labels (architecture.md, Restart / adoption).
 LABEL_FLEET = "dev.runscaler.fleet"
@@ -45,7 +45,7 @@ class RunnerSpec:
     name: str
     jit_config: str = field(repr=False)
     labels: Mapping[str, str]
-    template: DockerTemplate | TartTemplate
+    template: DockerTemplate | TartTemplate | SwarmTemplate
     # The template's `env` with secret refs resolved (a secret: never logged).
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
