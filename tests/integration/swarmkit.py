@@ -80,6 +80,9 @@ class SwarmCluster:
                 found += out.split()
         return found
 
+    def worker_containers(self, label: str) -> list[str]:
+        return self.worker.docker("ps", "-aq", "--filter", f"label={label}").stdout.split()
+
     def remove_services(self, label: str) -> None:
         ids = self.services(label)
         if ids:

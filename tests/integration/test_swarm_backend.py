@@ -117,8 +117,7 @@ async def test_a_constraint_pins_every_runner_to_one_node(
     nodes = {snapshot.runners[n].node for n in names}
     worker = snapshot.nodes[swarm_cluster.worker_id]
     assert nodes == {worker}
-    for name in names:
-        await backend.remove(name)
+    await asyncio.gather(*(backend.remove(name) for name in names))
 
 
 async def test_a_runner_no_node_can_take_fails_to_start_with_swarms_reason_and_leaves_nothing(

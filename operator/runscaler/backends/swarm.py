@@ -42,6 +42,7 @@ from runscaler.backends.docker_client import (
 )
 from runscaler.backends.swarm_spec import runner_service, service_name, swarm_template
 from runscaler.backends.swarm_tasks import (
+    ENDED_STATES,
     NO_EXIT_CODE,
     Phase,
     RunnerTask,
@@ -59,6 +60,9 @@ log = logging.getLogger(__name__)
 # How long a task may take to run (placement, the pull on its node, container start).
 START_TIMEOUT = 600.0
 LOGS_TIMEOUT = 15.0
+# Removing waits this long at most for the task to stop (its grace period is one second).
+STOP_TIMEOUT = 20.0
+STOP_POLL = 0.2
 
 
 class SwarmBackend:
@@ -243,6 +247,7 @@ class SwarmBackend:
                     params={"version": version},
                     data=json.dumps(spec),
                 )
+            await self._until_stopped(service["ID"])
         try:
             await docker._query_json(f"services/{service['ID']}", method="DELETE")
         except DockerError as exc:
@@ -250,6 +255,30 @@ class SwarmBackend:
                 return False
             raise
         return True
+
+    async def _until_stopped(self, service_id: str) -> None:
+        """Wait (briefly) until the service's task has stopped: deleted before that, a job's
+        container may run on (moby/moby#44312). A task on a down node cannot stop: skip it."""
+        docker = self.api()
+        down = {
+            str(node.get("ID"))
+            for node in await docker._query_json("nodes") or []
+            if _node_state(node) != "ready"
+        }
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_TIMEOUT
+        filters = json.dumps({"service": [service_id]})
+        while loop.time() < deadline:
+            tasks = await docker._query_json("tasks", params={"filters": filters}) or []
+            if all(
+                _task_state(task) in ENDED_STATES or str(task.get("NodeID")) in down
+                for task in tasks
+            ):
+                return
+            await asyncio.sleep(STOP_POLL)
+        log.warning(
+            "service %s: its task did not stop in %.0fs; removing it", service_id, STOP_TIMEOUT
+        )
 
     async def _services(self, selector: Mapping[str, str]) -> list[dict[str, Any]]:
         labels = [f"{LABEL_FLEET}={self.fleet}", LABEL_RUNNER]
@@ -330,6 +359,11 @@ def _owned(service: Mapping[str, Any], snapshot: Snapshot) -> OwnedRunner:
         node=task.node,
         lost=task.phase is Phase.LOST,
     )
+
+
+def _task_state(task: Mapping[str, Any]) -> str:
+    status = task.get("Status")
+    return str(status.get("State", "")) if isinstance(status, dict) else ""
 
 
 def _node_state(node: Mapping[str, Any]) -> str:
