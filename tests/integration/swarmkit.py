@@ -27,6 +27,7 @@ import pytest
 from tests.integration.dockerkit import Dockerd, LocalRegistry, docker, free_port, start_dockerd
 from tests.waiting import eventually_sync
 
+RUNNER_LABEL = "dev.runscaler.runner"
 HEARTBEAT = "2s"  # the manager marks a silent node down after a few heartbeats
 
 
@@ -71,13 +72,29 @@ class SwarmCluster:
         out = self.manager.docker("service", "ls", "-q", "--filter", f"label={label}").stdout
         return out.split()
 
-    def containers(self, label: str) -> list[str]:
+    def containers(self, label: str, *, running: bool = False) -> list[str]:
         """Containers carrying `label` on either node (only a running engine can say)."""
         found = []
         for engine in (self.manager, self.worker):
             if engine.process.poll() is None:
-                out = engine.docker("ps", "-aq", "--filter", f"label={label}").stdout
+                listing = "-q" if running else "-aq"
+                out = engine.docker("ps", listing, "--filter", f"label={label}").stdout
                 found += out.split()
+        return found
+
+    def runner_tasks(self, label: str) -> dict[str, tuple[str, str]]:
+        """Runner name -> (node id, task state) for the latest task of each service."""
+        found: dict[str, tuple[str, str]] = {}
+        for service in self.services(label):
+            tasks = self.manager.docker("service", "ps", "-q", service, check=False).stdout.split()
+            if not tasks:
+                continue
+            fmt = f'{{{{index .Spec.ContainerSpec.Labels "{RUNNER_LABEL}"}}}} {{{{.NodeID}}}} '
+            fmt += "{{.Status.State}}"
+            out = self.manager.docker("inspect", "--format", fmt, tasks[0], check=False).stdout
+            parts = out.split()
+            if len(parts) == 3:
+                found[parts[0]] = (parts[1], parts[2])
         return found
 
     def worker_containers(self, label: str) -> list[str]:

@@ -102,6 +102,7 @@ class TaskWatch:
         self._next: asyncio.Future[Snapshot] | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()
+        self._lost: set[str] = set()
 
     def subscribe(self, selector: Mapping[str, str]) -> SwarmExits:
         return SwarmExits(self, selector)
@@ -159,11 +160,19 @@ class TaskWatch:
                     future.exception()
                 await self._pause(began)
                 continue
+            self._note_lost(snapshot)
             for subscriber in list(self._subscribers):
                 subscriber.feed(snapshot)
             if future is not None and not future.done():
                 future.set_result(snapshot)
             await self._pause(began)
+
+    def _note_lost(self, snapshot: Snapshot) -> None:
+        """Say once, whoever listens, which runners a failed node took with it."""
+        lost = {n for n, r in snapshot.runners.items() if r.phase is Phase.LOST}
+        for name in sorted(lost - self._lost):
+            log.warning("runner %s is lost: %s", name, snapshot.runners[name].detail)
+        self._lost = lost | (self._lost & set(snapshot.runners))
 
     async def _pause(self, began: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -27,6 +27,7 @@ from runscaler.backends.base import (
 from runscaler.backends.docker import DockerBackend, DockerTLSPaths
 from runscaler.backends.docker_client import default_host
 from runscaler.backends.docker_sweep import housekeeping
+from runscaler.backends.swarm import SwarmBackend
 from runscaler.console.pulls import pull_progress
 from runscaler.manifest.models import DockerTemplate, ScaleSet, TartTemplate
 
@@ -111,12 +112,28 @@ def _absolute(base_dir: Path, path: str | None) -> Path | None:
 class BackendPool:
     def __init__(self) -> None:
         self._docker: dict[EngineKey, DockerBackend] = {}
+        self._swarm: dict[EngineKey, SwarmBackend] = {}
         self._housekeeping: list[asyncio.Task[None]] = []
         self._controller: _Controller | None = None
 
     def backend_for(self, fleet: str, scale_set: ScaleSet, base_dir: Path) -> Backend:
         if scale_set.backend == "tart":
             return UnavailableBackend(tart_reason())
+        if scale_set.backend == "swarm":
+            # One backend per manager: its task watch serves every scale set on that swarm.
+            stls = scale_set.swarm.tls
+            skey: EngineKey = (
+                scale_set.swarm.host or default_host(),
+                _absolute(base_dir, stls.ca if stls else None),
+                _absolute(base_dir, stls.cert if stls else None),
+                _absolute(base_dir, stls.key if stls else None),
+            )
+            swarm = self._swarm.get(skey)
+            if swarm is None:
+                spaths = DockerTLSPaths(ca=skey[1], cert=skey[2], key=skey[3]) if stls else None
+                swarm = SwarmBackend(fleet=fleet, host=skey[0], tls=spaths)
+                self._swarm[skey] = swarm
+            return swarm
         tls = scale_set.docker.tls
         key: EngineKey = (
             scale_set.docker.host or default_host(),
@@ -169,3 +186,7 @@ class BackendPool:
             with contextlib.suppress(Exception):
                 await backend.close()
         self._docker.clear()
+        for swarm in self._swarm.values():
+            with contextlib.suppress(Exception):
+                await swarm.close()
+        self._swarm.clear()
