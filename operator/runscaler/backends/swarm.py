@@ -48,6 +48,7 @@ from runscaler.backends.swarm_tasks import (
     RunnerTask,
     Snapshot,
     epoch,
+    get_path,
     read_tasks,
 )
 from runscaler.backends.swarm_watch import POLL_INTERVAL, SwarmExits, TaskWatch
@@ -89,6 +90,7 @@ class SwarmBackend:
         self._start_timeout = start_timeout
         self._jit_configs: dict[str, str] = {}
         self._manager_checked = False
+        self._own_node: str | None = None
 
     def api(self) -> aiodocker.Docker:
         if self._client is None:
@@ -247,16 +249,34 @@ class SwarmBackend:
                     params={"version": version},
                     data=json.dumps(spec),
                 )
-            await self._until_stopped(service["ID"])
+        tasks = await self._until_stopped(service["ID"])
         try:
             await docker._query_json(f"services/{service['ID']}", method="DELETE")
         except DockerError as exc:
             if exc.status == 404:
                 return False
             raise
+        await self._remove_local_containers(tasks)
         return True
 
-    async def _until_stopped(self, service_id: str) -> None:
+    async def _remove_local_containers(self, tasks: list[dict[str, Any]]) -> None:
+        """Remove the exited containers of the service's tasks that ran on the manager we talk
+        to: Docker 20.10 leaves a finished job's container (its environment holds the JIT
+        config) on its node after the service is deleted. Other nodes' engines are not ours
+        to reach; the README says how to clean them."""
+        if self._own_node is None:
+            info = await self.api()._query_json("info")
+            swarm = info.get("Swarm") if isinstance(info, dict) else None
+            self._own_node = str(swarm.get("NodeID", "")) if isinstance(swarm, dict) else ""
+        for task in tasks:
+            container = get_path(task, "Status", "ContainerStatus", "ContainerID")
+            if container and self._own_node and task.get("NodeID") == self._own_node:
+                with contextlib.suppress(DockerError):
+                    await self.api()._query_json(
+                        f"containers/{container}", method="DELETE", params={"force": "true"}
+                    )
+
+    async def _until_stopped(self, service_id: str) -> list[dict[str, Any]]:
         """Wait (briefly) until the service's task has stopped: deleted before that, a job's
         container may run on (moby/moby#44312). A task on a down node cannot stop: skip it."""
         docker = self.api()
@@ -268,17 +288,22 @@ class SwarmBackend:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STOP_TIMEOUT
         filters = json.dumps({"service": [service_id]})
-        while loop.time() < deadline:
-            tasks = await docker._query_json("tasks", params={"filters": filters}) or []
+        while True:
+            tasks: list[dict[str, Any]] = (
+                await docker._query_json("tasks", params={"filters": filters}) or []
+            )
             if all(
                 _task_state(task) in ENDED_STATES or str(task.get("NodeID")) in down
                 for task in tasks
             ):
-                return
+                return tasks
+            if loop.time() >= deadline:
+                break
             await asyncio.sleep(STOP_POLL)
         log.warning(
             "service %s: its task did not stop in %.0fs; removing it", service_id, STOP_TIMEOUT
         )
+        return tasks
 
     async def _services(self, selector: Mapping[str, str]) -> list[dict[str, Any]]:
         labels = [f"{LABEL_FLEET}={self.fleet}", LABEL_RUNNER]

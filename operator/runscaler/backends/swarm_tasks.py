@@ -84,14 +84,14 @@ def epoch(value: object) -> float | None:
 def node_names(nodes: Iterable[Mapping[str, Any]]) -> tuple[dict[str, str], frozenset[str]]:
     """Node id -> hostname (with the id when hostnames repeat), and the ids of down nodes."""
     listed = list(nodes)
-    hostnames = [str(_get(node, "Description", "Hostname") or "") for node in listed]
+    hostnames = [str(get_path(node, "Description", "Hostname") or "") for node in listed]
     names: dict[str, str] = {}
     down: set[str] = set()
     for node, hostname in zip(listed, hostnames, strict=True):
         node_id = str(node.get("ID", ""))
         unique = hostname and hostnames.count(hostname) == 1
         names[node_id] = hostname if unique else f"{hostname or 'node'}/{node_id[:12]}"
-        if _get(node, "Status", "State") in ("down", "disconnected", "unknown"):
+        if get_path(node, "Status", "State") in ("down", "disconnected", "unknown"):
             down.add(node_id)
     return names, frozenset(down)
 
@@ -112,13 +112,13 @@ def read_tasks(tasks: Iterable[Mapping[str, Any]], nodes: Iterable[Mapping[str, 
 def read_task(
     task: Mapping[str, Any], names: Mapping[str, str], down: frozenset[str]
 ) -> RunnerTask | None:
-    labels = _get(task, "Spec", "ContainerSpec", "Labels")
+    labels = get_path(task, "Spec", "ContainerSpec", "Labels")
     if not isinstance(labels, dict) or LABEL_RUNNER not in labels:
         return None
-    state = str(_get(task, "Status", "State") or "new")
+    state = str(get_path(task, "Status", "State") or "new")
     node_id = str(task.get("NodeID") or "")
-    message = str(_get(task, "Status", "Err") or "")
-    exit_code = _get(task, "Status", "ContainerStatus", "ExitCode")
+    message = str(get_path(task, "Status", "Err") or "")
+    exit_code = get_path(task, "Status", "ContainerStatus", "ExitCode")
     if state in ENDED_STATES:
         phase = Phase.ENDED
         if not isinstance(exit_code, int) or (exit_code == 0 and state != "complete"):
@@ -146,7 +146,7 @@ def read_task(
     )
 
 
-def _get(node: object, *path: str) -> object:
+def get_path(node: object, *path: str) -> object:
     for key in path:
         if not isinstance(node, dict):
             return None
