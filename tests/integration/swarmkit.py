@@ -15,6 +15,7 @@ node back (same data root: it rejoins), so later tests find two nodes again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -132,12 +133,10 @@ def _node_id(engine: Dockerd) -> str:
     return engine.docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
 
 
-@pytest.fixture(scope="session")
-def swarm_cluster(
-    docker_engine: str,
-    busybox_image: str,
-    local_registry: LocalRegistry,
-) -> Iterator[SwarmCluster]:
+@contextlib.contextmanager
+def running_swarm(image: str) -> Iterator[SwarmCluster]:
+    """A two-node swarm on loopback for the duration of the block; `image` is a registry
+    reference every node can pull. Used by the fixture and by `bench/swarm_scaleup.py`."""
     # Not under pytest's temp root: other pytest runs on the machine prune that one, and
     # these directories hold two live engines for the whole session.
     base = Path(tempfile.mkdtemp(prefix="runscaler-swarm-"))
@@ -163,7 +162,6 @@ def swarm_cluster(
             f"127.0.0.2:{port}",
             address,
         )
-        image = local_registry.push(busybox_image, "runscaler-test/swarm-busybox:1")
         cluster = SwarmCluster(
             manager=manager,
             worker=worker,
@@ -194,6 +192,17 @@ def swarm_cluster(
             engine.stop()
             engine.remove_dirs()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def swarm_cluster(
+    docker_engine: str,
+    busybox_image: str,
+    local_registry: LocalRegistry,
+) -> Iterator[SwarmCluster]:
+    image = local_registry.push(busybox_image, "runscaler-test/swarm-busybox:1")
+    with running_swarm(image) as cluster:
+        yield cluster
 
 
 def pinned(cluster: SwarmCluster, node_id: str) -> str:
