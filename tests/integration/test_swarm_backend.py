@@ -213,3 +213,42 @@ async def test_a_cancelled_start_strands_nothing(
     if owned:
         await backend.remove(runner.name)
     assert swarm_cluster.services(label) == []
+
+
+@pytest.mark.parametrize("point", ["lookup", "stopping"])
+async def test_a_cancelled_remove_leaves_a_runner_that_lists_as_ended_and_can_be_removed(
+    backend: SwarmBackend, swarm_cluster: SwarmCluster, swarm_fleet: str, point: str
+) -> None:
+    """Cancelled at its first call, or while it waits for the task to stop: the service is
+    either intact (still running) or told to stop (listed as not running, so adoption and
+    `doctor --fix` remove it); removing again finishes the job."""
+    label = f"{LABEL_FLEET}={swarm_fleet}"
+    name = f"unrm-{point}"
+    await backend.start(spec(name, template(swarm_cluster.image)))
+    task = asyncio.create_task(backend.remove(name))
+    if point == "lookup":
+        await asyncio.sleep(0)
+    else:
+
+        def told_to_stop() -> bool:
+            out = swarm_cluster.manager.docker(
+                "service",
+                "inspect",
+                "--format",
+                "{{json .Spec.Mode}}",
+                service_name(swarm_fleet, name),
+            ).stdout
+            return '"TotalCompletions":0' in out
+
+        await eventually(told_to_stop, timeout=10, interval=0.02, message="the stop update")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    [owned] = await backend.list_owned({})
+    assert owned.name == name
+    if point == "stopping":
+        assert owned.running is False
+    await backend.remove(name)
+    assert swarm_cluster.services(label) == []
+    assert await backend.list_owned({}) == []
