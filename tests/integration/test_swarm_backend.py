@@ -25,6 +25,7 @@ from runscaler.backends.base import (
     RunnerSpec,
 )
 from runscaler.backends.swarm import SwarmBackend, leftover_services, service_name
+from runscaler.backends.swarm_hygiene import run_on_every_node
 from runscaler.logs import REDACTED
 from runscaler.manifest.models import SwarmTemplate
 from tests.integration.dockerkit import unique
@@ -252,3 +253,16 @@ async def test_a_cancelled_remove_leaves_a_runner_that_lists_as_ended_and_can_be
     await backend.remove(name)
     assert swarm_cluster.services(label) == []
     assert await backend.list_owned({}) == []
+
+
+async def test_a_hygiene_job_runs_once_on_every_node_and_is_removed(
+    backend: SwarmBackend, swarm_cluster: SwarmCluster, swarm_fleet: str
+) -> None:
+    results = await run_on_every_node(
+        backend, image=swarm_cluster.image, script="echo swept; exit 0", timeout=60
+    )
+
+    snapshot = await backend.snapshot()
+    assert sorted(r.node for r in results) == sorted(snapshot.nodes.values())
+    assert all((r.state, r.exit_code) == ("complete", 0) for r in results)
+    assert swarm_cluster.services(f"{LABEL_FLEET}={swarm_fleet}") == []
