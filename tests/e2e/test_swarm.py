@@ -131,3 +131,46 @@ async def test_a_constraint_pins_the_warm_runners_to_one_node(
     operator.signal(signal.SIGTERM)
     assert await operator.wait(timeout=60) == 0
     assert swarm_cluster.services(label) == []
+
+
+@pytest.mark.timeout(180)
+async def test_after_kill_9_a_restart_adopts_the_busy_swarm_runners_instead_of_duplicating(
+    swarm_e2e: E2E, swarm_cluster: SwarmCluster, swarm_runner_image: str
+) -> None:
+    e2e = swarm_e2e
+    label = f"dev.runscaler.fleet={e2e.fleet}"
+    path = e2e.write(e2e.manifest([swarm_set(swarm_cluster, swarm_runner_image)]))
+    first = e2e.start(path)
+    await first.wait_ready()
+    ids = e2e.sim.add_jobs(["linux"], count=2, duration=8)
+    await eventually(
+        lambda: all(j["state"] == "running" for j in e2e.jobs(ids)),
+        timeout=60,
+        interval=0.3,
+        message="two jobs running",
+    )
+    busy = sorted(swarm_cluster.runner_tasks(label))
+    assert len(busy) == 2
+
+    first.signal(signal.SIGKILL)
+    assert await first.wait() == -signal.SIGKILL
+    second = e2e.start(path)
+    await second.wait_ready()
+
+    # The jobs finish on the adopted runners; no third runner was started meanwhile.
+    await eventually(
+        lambda: all(j["state"] == "done" for j in e2e.jobs(ids)),
+        timeout=60,
+        interval=0.3,
+        message="both jobs done",
+    )
+    assert sorted(j["runner"] for j in e2e.jobs(ids)) == busy
+    assert "adopted 2 running runners" in second.log_text()
+    await eventually(
+        lambda: not swarm_cluster.services(label),
+        timeout=30,
+        interval=0.3,
+        message="the finished runners' services removed",
+    )
+    second.signal(signal.SIGTERM)
+    assert await second.wait(timeout=60) == 0
