@@ -94,8 +94,15 @@ async def test_jobs_run_on_both_nodes_and_a_failed_node_loses_its_runners_not_th
         interval=0.5,
         message="the jobs on node 1 done",
     )
+    finished = {j["runner"] for j in e2e.jobs(survivors)}
+    await eventually(
+        lambda: not finished & set(swarm_cluster.runner_tasks(label)),
+        timeout=30,
+        interval=0.3,
+        message="the finished runners' services removed",
+    )
     swarm_cluster.start_worker()
-    operator.signal(signal.SIGTERM)
+    operator.signal(signal.SIGTERM)  # the idle runners left go with it
     assert await operator.wait(timeout=90) == 0
     assert swarm_cluster.services(label) == []
     # Nothing is left: the finished runners ran on node 1, whose engine the operator reaches

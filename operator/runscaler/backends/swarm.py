@@ -136,17 +136,14 @@ class SwarmBackend:
         log.debug(
             "creating service %s from %s", name, body["TaskTemplate"]["ContainerSpec"]["Image"]
         )
+        # Until start() returns, the runner has at most just begun to boot (it cannot hold a
+        # job yet): a failure or a cancellation removes the service, as the Docker backend
+        # removes a container whose start call was interrupted.
         try:
             with engine_calls(self.host, f"cannot create service {name}"):
                 await self.api()._query_json(
                     "services/create", method="POST", data=json.dumps(body)
                 )
-        except BackendError:
-            self._forget(spec.name)
-            raise
-        # From here Swarm may run the task at any moment: a cancellation leaves the service in
-        # place (the caller tracks it, or adoption finds it by its labels).
-        try:
             await asyncio.wait_for(self._until_running(spec.name), self._start_timeout)
         except TimeoutError:
             await self._discard(spec.name)
@@ -154,8 +151,8 @@ class SwarmBackend:
                 f"runner {spec.name}: its task did not run within {self._start_timeout:.0f}s "
                 f"(service {name}; see `docker service ps {name}`)"
             ) from None
-        except BackendError:
-            await self._discard(spec.name)
+        except BaseException:
+            await asyncio.shield(self._discard(spec.name))
             raise
 
     async def remove(self, name: str) -> None:
