@@ -20,7 +20,11 @@ import loopback_only  # noqa: E402
 loopback_only.install()
 
 # Real Docker parts (busybox image, registry, extra engines) for every test package.
-pytest_plugins = ("tests.integration.dockerkit", "tests.integration.runtimekit")
+pytest_plugins = (
+    "tests.integration.dockerkit",
+    "tests.integration.runtimekit",
+    "tests.integration.swarmkit",
+)
 
 _GUARD_LOG = Path(tempfile.mkstemp(prefix="runscaler-guard-", suffix=".log")[1])
 

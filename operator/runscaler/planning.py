@@ -67,8 +67,8 @@ NOTE_DRAIN_TIMEOUT = "applies to the current or next drain"
 NOTE_SCALE_DOWN_DELAY = "applies to the next scale-down"
 
 _SECRET_PATHS = ("github.auth.token", "github.auth.app.privateKey")
-_SECRET_PREFIXES = ("docker.env.",)
-_SIZE_PATHS = ("docker.memory",)
+_SECRET_PREFIXES = ("docker.env.", "swarm.env.")
+_SIZE_PATHS = ("docker.memory", "swarm.memory")
 _CREDENTIAL_PREFIXES = ("github.auth", "github.caBundle", "github.proxy")
 _NO_AUTH = Auth.model_construct(token=None, app=None)
 # Shown in a create's header line, so not listed again as fields.
@@ -292,7 +292,7 @@ def _kind(path: str, scale_set: ScaleSet) -> Kind:
         return "drain_timeout"
     if top == "scaleDownDelay":
         return "scale_down_delay"
-    if top in ("docker", "tart") and top != scale_set.backend:
+    if top in ("docker", "tart", "swarm") and top != scale_set.backend:
         return "inactive"
     return "template"  # backend, the active block, and anything new: replacing idle is safe
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from runscaler.errors import RunscalerError
-from runscaler.manifest.models import DockerTemplate, TartTemplate
+from runscaler.manifest.models import RunnerTemplate
 
 # Ownership labels (architecture.md, Restart / adoption).
 LABEL_FLEET = "dev.runscaler.fleet"
@@ -45,7 +45,7 @@ class RunnerSpec:
     name: str
     jit_config: str = field(repr=False)
     labels: Mapping[str, str]
-    template: DockerTemplate | TartTemplate
+    template: RunnerTemplate
     # The template's `env` with secret refs resolved (a secret: never logged).
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -88,13 +88,13 @@ class ExitStream(Protocol):
 
 
 class Backend(Protocol):
-    async def check(self, template: DockerTemplate | TartTemplate) -> str:
+    async def check(self, template: RunnerTemplate) -> str:
         """Prove the engine answers and the template's image is present or obtainable
         under its pull policy, without creating anything; return a one-line summary.
         Raise `BackendError` saying what is wrong and what to check."""
         ...
 
-    async def prepare(self, template: DockerTemplate | TartTemplate) -> None:
+    async def prepare(self, template: RunnerTemplate) -> None:
         """Make the template usable (pull its image per policy, create shared volumes).
         Idempotent and cheap when already done; concurrent callers share one pull."""
         ...

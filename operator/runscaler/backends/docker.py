@@ -57,7 +57,7 @@ from runscaler.backends.docker_spec import (
     shared_volume_name,
 )
 from runscaler.logs import REDACTED, secrets
-from runscaler.manifest.models import DockerTemplate, TartTemplate
+from runscaler.manifest.models import DockerTemplate, RunnerTemplate
 
 __all__ = ["DockerBackend", "DockerTLSPaths", "container_name", "shared_volume_name"]
 
@@ -116,7 +116,7 @@ class DockerBackend:
 
     # -- Backend ---------------------------------------------------------------------------
 
-    async def check(self, template: DockerTemplate | TartTemplate) -> str:
+    async def check(self, template: RunnerTemplate) -> str:
         docker = docker_template(template)
         with engine_calls(self.host, "cannot query the engine"):
             version = await self.api().version()
@@ -141,7 +141,7 @@ class DockerBackend:
         where = "present, and" if present else "not present;"
         return f"{engine}: image {image} {where} pullable ({digest or 'no digest'})"
 
-    async def prepare(self, template: DockerTemplate | TartTemplate) -> None:
+    async def prepare(self, template: RunnerTemplate) -> None:
         docker = docker_template(template)
         await self._puller.ensure(docker.image, policy=docker.pull, platform=docker.platform)
         if docker.shared_volume is not None and docker.shared_volume.path:

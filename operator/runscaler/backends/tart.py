@@ -50,7 +50,7 @@ from runscaler.backends.tart_vm import (
     write_sidecar,
 )
 from runscaler.logs import REDACTED, secrets
-from runscaler.manifest.models import DockerTemplate, TartTemplate
+from runscaler.manifest.models import RunnerTemplate, TartTemplate
 
 __all__ = ["Leftover", "TartBackend", "TartTiming", "leftovers", "tart_home"]
 
@@ -74,9 +74,9 @@ def tart_home(setting: str | None, base_dir: Path) -> Path | None:
     return path if path.is_absolute() else (base_dir / path).resolve()
 
 
-def tart_template(template: DockerTemplate | TartTemplate) -> TartTemplate:
+def tart_template(template: RunnerTemplate) -> TartTemplate:
     if not isinstance(template, TartTemplate):
-        raise BackendError("a docker template was given to the tart backend")
+        raise BackendError(f"a {type(template).__name__} was given to the tart backend")
     return template
 
 
@@ -150,7 +150,7 @@ class TartBackend:
 
     # -- Backend ---------------------------------------------------------------------------
 
-    async def check(self, template: DockerTemplate | TartTemplate) -> str:
+    async def check(self, template: RunnerTemplate) -> str:
         tart = tart_template(template)
         if not self.cli.available():
             raise BackendUnavailable(NO_TART)
@@ -160,7 +160,7 @@ class TartBackend:
             return f"{where}: image {tart.image} present"
         return f"{where}: image {tart.image} not present; it is pulled before the first VM"
 
-    async def prepare(self, template: DockerTemplate | TartTemplate) -> None:
+    async def prepare(self, template: RunnerTemplate) -> None:
         tart = tart_template(template)
         self._active.set()
         await self._ensure_adopted()

@@ -25,7 +25,7 @@ from runscaler.engine.dryrun import check_scale_set
 from runscaler.engine.fleetlock import holder
 from runscaler.github.client import RetryPolicy
 from runscaler.manifest.loading import LoadedManifest
-from runscaler.manifest.models import DockerTemplate, ScaleSet, TartTemplate
+from runscaler.manifest.models import DockerTemplate, RunnerTemplate, ScaleSet
 
 MIN_PYTHON = (3, 11)
 # The distributions runscaler imports (`runscaler version` lists the same).
@@ -124,7 +124,7 @@ def tart_check(scale_sets: Iterable[ScaleSet]) -> Check | None:
 class _EnginesChecked(UnavailableBackend):
     """The dry run's backend step, skipped: engines and images are checked once per engine."""
 
-    async def check(self, template: DockerTemplate | TartTemplate) -> str:
+    async def check(self, template: RunnerTemplate) -> str:
         return ""
 
 

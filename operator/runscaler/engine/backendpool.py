@@ -1,9 +1,11 @@
 """One backend per engine, shared by every scale set that uses it, with its housekeeping.
 
-Scale sets name their engine in the manifest (`docker.host`, `docker.tls`); those that name the
-same one share a `DockerBackend`, so an image is pulled once and the sweepers run once per
-engine. A Tart scale set gets a backend that reports why it cannot run here, so it shows as
-`degraded` with that reason while the others run.
+Scale sets name their engine in the manifest (`docker.host`/`docker.tls`, `swarm.host`/
+`swarm.tls`); those that name the same one share a `DockerBackend` (an image is pulled once and
+the sweepers run once per engine) or a `SwarmBackend` (one task watch per manager). Tart scale
+sets on one TART_HOME share a `TartBackend`, so the host's VM slots are counted once. On a host
+without `tart`, a Tart scale set gets a backend that says why, so it shows as `degraded` with
+that reason while the others run.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from runscaler.backends.base import (
 from runscaler.backends.docker import DockerBackend, DockerTLSPaths
 from runscaler.backends.docker_client import default_host, parse_host, ssl_context
 from runscaler.backends.docker_sweep import housekeeping
+from runscaler.backends.swarm import SwarmBackend
+from runscaler.backends.tart import TartBackend, tart_home
 from runscaler.console.pulls import pull_progress
-from runscaler.manifest.models import DockerTemplate, ScaleSet, TartTemplate
+from runscaler.manifest.models import RunnerTemplate, ScaleSet
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +77,10 @@ class UnavailableBackend:
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
-    async def check(self, template: DockerTemplate | TartTemplate) -> str:
+    async def check(self, template: RunnerTemplate) -> str:
         raise BackendUnavailable(self.reason)
 
-    async def prepare(self, template: DockerTemplate | TartTemplate) -> None:
+    async def prepare(self, template: RunnerTemplate) -> None:
         raise BackendUnavailable(self.reason)
 
     async def start(self, spec: RunnerSpec) -> None:
@@ -99,9 +103,7 @@ class UnavailableBackend:
 
 
 def tart_reason() -> str:
-    if shutil.which("tart") is None:
-        return "the tart backend needs the `tart` CLI on this host (macOS on Apple Silicon)"
-    return "the tart backend is not available in this version of runscaler"
+    return "the tart backend needs the `tart` CLI on this host (macOS on Apple Silicon)"
 
 
 def _absolute(base_dir: Path, path: str | None) -> Path | None:
@@ -109,9 +111,10 @@ def _absolute(base_dir: Path, path: str | None) -> Path | None:
 
 
 def _engine_key(scale_set: ScaleSet, base_dir: Path) -> EngineKey:
-    tls = scale_set.docker.tls
+    block = scale_set.swarm if scale_set.backend == "swarm" else scale_set.docker
+    tls = block.tls
     return (
-        scale_set.docker.host or default_host(),
+        block.host or default_host(),
         _absolute(base_dir, tls.ca if tls else None),
         _absolute(base_dir, tls.cert if tls else None),
         _absolute(base_dir, tls.key if tls else None),
@@ -121,18 +124,21 @@ def _engine_key(scale_set: ScaleSet, base_dir: Path) -> EngineKey:
 class BackendPool:
     def __init__(self) -> None:
         self._docker: dict[EngineKey, DockerBackend] = {}
+        self._swarm: dict[EngineKey, SwarmBackend] = {}
+        self._tart: dict[Path | None, TartBackend] = {}
         self._housekeeping: list[asyncio.Task[None]] = []
         self._controller: _Controller | None = None
 
     def check(self, scale_set: ScaleSet, base_dir: Path) -> None:
         """What `backend_for` would refuse, found before anything is created: the engine
         address and its TLS files (`BackendError` saying what is wrong). Touches no engine."""
-        if scale_set.backend != "docker":
+        if scale_set.backend not in ("docker", "swarm"):
             return
         key = _engine_key(scale_set, base_dir)
-        if key in self._docker:
+        if key in self._docker or key in self._swarm:
             return
-        tls = DockerTLSPaths(ca=key[1], cert=key[2], key=key[3]) if scale_set.docker.tls else None
+        block = scale_set.swarm if scale_set.backend == "swarm" else scale_set.docker
+        tls = DockerTLSPaths(ca=key[1], cert=key[2], key=key[3]) if block.tls else None
         parse_host(key[0], tls=tls)
         if tls is not None:
             ssl_context(key[0], tls)
@@ -141,15 +147,12 @@ class BackendPool:
         if scale_set.backend == "tart":
             if shutil.which("tart") is None:
                 return UnavailableBackend(tart_reason())
-            from runscaler.backends.tart import TartBackend, tart_home
-
             # One backend per TART_HOME: the host's VM slots are shared by its scale sets.
-            tarts: dict[Path | None, TartBackend] = self.__dict__.setdefault("_tart", {})
             home = tart_home(scale_set.tart.home, base_dir)
-            tart = tarts.get(home)
+            tart = self._tart.get(home)
             if tart is None:
                 tart = TartBackend(fleet=fleet, home=home, vm_limit=scale_set.tart.vm_limit)
-                tarts[home] = tart
+                self._tart[home] = tart
                 with contextlib.suppress(RuntimeError):  # no loop: nothing to keep house for
                     asyncio.get_running_loop()
                     # Cancelled by close(), which makes it close the backend (pool VMs go).
@@ -158,6 +161,16 @@ class BackendPool:
                     )
             tart.register(scale_set.key, scale_set.tart)
             return tart
+        if scale_set.backend == "swarm":
+            # One backend per manager: its task watch serves every scale set on that swarm.
+            skey = _engine_key(scale_set, base_dir)
+            swarm = self._swarm.get(skey)
+            if swarm is None:
+                stls = scale_set.swarm.tls
+                spaths = DockerTLSPaths(ca=skey[1], cert=skey[2], key=skey[3]) if stls else None
+                swarm = SwarmBackend(fleet=fleet, host=skey[0], tls=spaths)
+                self._swarm[skey] = swarm
+            return swarm
         tls = scale_set.docker.tls
         key = _engine_key(scale_set, base_dir)
         backend = self._docker.get(key)
@@ -205,3 +218,11 @@ class BackendPool:
             with contextlib.suppress(Exception):
                 await backend.close()
         self._docker.clear()
+        for swarm in self._swarm.values():
+            with contextlib.suppress(Exception):
+                await swarm.close()
+        self._swarm.clear()
+        for tart in self._tart.values():
+            with contextlib.suppress(Exception):
+                await tart.close()  # removes pooled VMs; idempotent after housekeeping's own
+        self._tart.clear()

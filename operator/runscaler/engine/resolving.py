@@ -50,8 +50,9 @@ def template_of(scale_set: ScaleSet, base_dir: Path) -> Template:
     spec = scale_set.template
     dumped = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
     env: dict[str, str] = {}
-    if scale_set.backend == "docker":
-        env = {k: resolve_secret(v, base_dir=base_dir) for k, v in scale_set.docker.env.items()}
+    if scale_set.backend in ("docker", "swarm"):
+        block = scale_set.docker if scale_set.backend == "docker" else scale_set.swarm
+        env = {k: resolve_secret(v, base_dir=base_dir) for k, v in block.env.items()}
     return Template(spec=spec, hash=hashlib.sha256(dumped.encode()).hexdigest()[:12], env=env)
 
 

@@ -52,7 +52,7 @@ from runscaler.engine.runnerops import (
 from runscaler.engine.runners import new_runner_name, plan_pass
 from runscaler.engine.tasks import stop_task, wait_event
 from runscaler.github.models import JobCompleted, JobStarted
-from runscaler.manifest.models import DockerTemplate, TartTemplate
+from runscaler.manifest.models import RunnerTemplate
 
 __all__ = ["Failure", "RunnerRegistry", "Scaler", "ScalerMetrics", "ScalerTiming", "Template"]
 
@@ -88,7 +88,7 @@ class ScalerTiming:
 class Template:
     """The runner template in force, with its hash and resolved environment."""
 
-    spec: DockerTemplate | TartTemplate
+    spec: RunnerTemplate
     hash: str
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 

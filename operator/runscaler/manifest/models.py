@@ -14,6 +14,7 @@ written: they are relative to the manifest's directory, which the loader knows.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -230,6 +231,89 @@ class DockerTemplate(Model):
     )
 
 
+SWARM_SPREAD_PATTERN = r"^(node|engine)\.[A-Za-z0-9_.-]+$"
+# `node.labels.pool==big`, `node.platform.arch!=x86_64`: what `docker service create
+# --constraint` takes (moby/swarmkit's constraint grammar: a key, == or !=, a value).
+SWARM_CONSTRAINT_PATTERN = r"^\s*[A-Za-z0-9_.-]+\s*(==|!=)\s*\S.*$"
+
+
+def _check_constraint(value: str) -> str:
+    if not re.match(SWARM_CONSTRAINT_PATTERN, value):
+        raise ValueError(
+            f"invalid placement constraint {value!r}: write KEY==VALUE or KEY!=VALUE, "
+            "e.g. node.labels.pool==big"
+        )
+    return value
+
+
+SwarmConstraint = Annotated[
+    str,
+    AfterValidator(_check_constraint),
+    WithJsonSchema({"type": "string", "pattern": SWARM_CONSTRAINT_PATTERN}),
+]
+
+
+class SwarmPreference(Model):
+    """A placement preference: spread tasks evenly over the values of a node attribute."""
+
+    spread: str = Field(
+        pattern=SWARM_SPREAD_PATTERN, description="a node attribute, e.g. node.labels.zone"
+    )
+
+
+class SwarmTemplate(Model):
+    """How a runner service is made on a Docker Swarm. Changing any of it rolls idle runners.
+
+    The `docker:` fields a Swarm service supports, plus where Swarm may place it. There is no
+    `pull` (every node pulls the image when a task lands there), `platform` (write it as a
+    constraint), `sharedVolume` or `buildxCleanup` (per-node housekeeping: see the README)."""
+
+    image: str = Field(
+        default=DEFAULT_DOCKER_IMAGE,
+        min_length=1,
+        description="runner image, pullable by every node (a registry, never a local tag)",
+    )
+    host: str | None = Field(
+        default=None,
+        description="a manager's engine endpoint; $DOCKER_HOST or the local socket when unset",
+    )
+    tls: DockerTLS | None = Field(default=None, description="client TLS for tcp:// managers")
+    dind: bool = Field(
+        default=False,
+        description="mount the node's engine socket into runners (root on that node for any job)",
+    )
+    cpus: float | None = Field(
+        default=None, gt=0, description="CPU cores, reserved for placement and the limit"
+    )
+    memory: Size | None = Field(
+        default=None, description="memory reserved for placement and the limit: 512MiB, 4GiB"
+    )
+    network: str | None = Field(
+        default=None,
+        description="host, or an attachable overlay network's name (default: none needed)",
+    )
+    env: dict[str, SecretRef] = Field(
+        default_factory=dict, description="extra environment (values may be secret refs)"
+    )
+    volumes: tuple[str, ...] = Field(
+        default=(), description="extra binds, SRC:DST[:ro]; SRC must exist on every node"
+    )
+    user: str = Field(default="runner", description="the user the runner runs as")
+    command: tuple[str, ...] = Field(
+        default=("/home/runner/run.sh",), description="how the runner starts in the image"
+    )
+    constraints: tuple[SwarmConstraint, ...] = Field(
+        default=(),
+        description="placement constraints, all must hold: node.labels.pool==big, "
+        "node.platform.arch==aarch64, node.role!=manager",
+    )
+    preferences: tuple[SwarmPreference, ...] = Field(
+        default=(),
+        description="placement preferences, e.g. [{spread: node.labels.zone}] (a hint: "
+        "Swarm does not spread one-task services by it; see the README)",
+    )
+
+
 class TartTemplate(Model):
     """How a macOS VM is made (Tart on Apple Silicon)."""
 
@@ -296,6 +380,10 @@ def _dedupe_labels(labels: tuple[str, ...]) -> tuple[str, ...]:
 Labels = Annotated[tuple[Annotated[str, Field(min_length=1)], ...], AfterValidator(_dedupe_labels)]
 
 
+# What a scale set's runners are made from; each backend takes the one of its kind.
+RunnerTemplate = DockerTemplate | TartTemplate | SwarmTemplate
+
+
 class ScaleSet(Model):
     """One runner scale set, with `defaults` already merged in."""
 
@@ -321,11 +409,14 @@ class ScaleSet(Model):
         default=30,
         description="how long demand must stay below the idle runners before surplus ones go",
     )
-    backend: Literal["docker", "tart"] = Field(default="docker", description="where runners run")
+    backend: Literal["docker", "tart", "swarm"] = Field(
+        default="docker", description="where runners run"
+    )
     docker: DockerTemplate = Field(
         default=DockerTemplate(), description="used when backend is docker"
     )
     tart: TartTemplate = Field(default=TartTemplate(), description="used when backend is tart")
+    swarm: SwarmTemplate = Field(default=SwarmTemplate(), description="used when backend is swarm")
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> ScaleSet:
@@ -356,7 +447,9 @@ class ScaleSet(Model):
         return _dedupe_labels((self.name, *self.labels))
 
     @property
-    def template(self) -> DockerTemplate | TartTemplate:
+    def template(self) -> RunnerTemplate:
+        if self.backend == "swarm":
+            return self.swarm
         return self.docker if self.backend == "docker" else self.tart
 
 

@@ -19,6 +19,8 @@ from runscaler.manifest.models import (
     FLEET_NAME_PATTERN,
     SCALE_SET_NAME_PATTERN,
     SUPPORTED_API_VERSIONS,
+    SWARM_CONSTRAINT_PATTERN,
+    SWARM_SPREAD_PATTERN,
 )
 from runscaler.manifest.positions import FieldPath
 from runscaler.manifest.schema import cached_schema
@@ -49,6 +51,15 @@ _NAME_HELP = {
     FLEET_NAME_PATTERN: (
         "a fleet name is 1 to 40 lowercase letters, digits or '-', "
         "starting and ending with a letter or digit"
+    ),
+}
+_PATTERN_HELP = {
+    SWARM_CONSTRAINT_PATTERN: (
+        "invalid placement constraint {value}: write KEY==VALUE or KEY!=VALUE, "
+        "e.g. node.labels.pool==big"
+    ),
+    SWARM_SPREAD_PATTERN: (
+        "invalid spread preference {value}: name a node attribute, e.g. node.labels.zone"
     ),
 }
 _REQUIRED_HINTS = {
@@ -238,6 +249,8 @@ def _pattern(error: ValidationError, path: FieldPath) -> list[Explained]:
     pattern = _rule(error)
     if pattern in _NAME_HELP:
         return [(path, f"invalid name {describe(_instance(error))}: {_NAME_HELP[pattern]}", False)]
+    if pattern in _PATTERN_HELP:
+        return [(path, _PATTERN_HELP[pattern].format(value=describe(_instance(error))), False)]
     if path and path[-1] == "url":
         message = _parser_message(parse_config_url, _instance(error))
         if message:

@@ -220,17 +220,18 @@ def _references(scale_set: ScaleSet) -> Iterator[tuple[FieldPath, str, bool]]:
         yield ("github", "auth", "app", "privateKey"), auth.app.private_key, True
     if scale_set.github.ca_bundle:
         yield ("github", "caBundle"), scale_set.github.ca_bundle, False
-    if scale_set.backend != "docker":
+    if scale_set.backend not in ("docker", "swarm"):
         return  # a scale set uses only its own backend's settings
-    docker = scale_set.docker
-    for name, value in docker.env.items():
+    block = scale_set.backend
+    engine = scale_set.docker if block == "docker" else scale_set.swarm
+    for name, value in engine.env.items():
         if not is_literal_secret(value):
-            yield ("docker", "env", name), value, True
-    if docker.tls is not None:
+            yield (block, "env", name), value, True
+    if engine.tls is not None:
         for key in ("ca", "cert", "key"):
-            file = getattr(docker.tls, key)
+            file = getattr(engine.tls, key)
             if file:
-                yield ("docker", "tls", key), file, False
+                yield (block, "tls", key), file, False
 
 
 def _is_int(value: Any) -> bool:

@@ -1,0 +1,56 @@
+"""`backend: swarm` in the manifest: its block, its defaults, and how a plan classifies it."""
+
+from __future__ import annotations
+
+from runscaler.manifest.models import SwarmTemplate
+from runscaler.planning import NOTE_ROLLING, Effects, plan
+from tests.unit.planfleets import fleet, scale_set
+
+
+def test_a_swarm_scale_set_uses_its_swarm_block_with_sizes_and_placement_read() -> None:
+    loaded = fleet(
+        scale_set(
+            backend="swarm",
+            swarm={
+                "image": "registry.example/runner:1",
+                "memory": "2GiB",
+                "cpus": 1.5,
+                "constraints": ["node.labels.pool==big", "node.platform.arch != aarch64"],
+                "preferences": [{"spread": "node.labels.zone"}],
+            },
+        )
+    )
+
+    template = loaded.scale_sets[0].template
+    assert isinstance(template, SwarmTemplate)
+    assert template.memory == 2 * 1024**3
+    assert template.constraints == ("node.labels.pool==big", "node.platform.arch != aarch64")
+    assert [p.spread for p in template.preferences] == ["node.labels.zone"]
+    assert template.user == "runner" and template.command == ("/home/runner/run.sh",)
+
+
+def test_a_constraint_change_is_a_template_change_that_rolls_idle_runners() -> None:
+    before = fleet(scale_set(backend="swarm", swarm={"constraints": ["node.labels.pool==a"]}))
+    after = fleet(scale_set(backend="swarm", swarm={"constraints": ["node.labels.pool==b"]}))
+
+    (change,) = plan(before, after).changes
+
+    assert [(c.path, c.after, c.note) for c in change.changes] == [
+        ("swarm.constraints", ["node.labels.pool==b"], NOTE_ROLLING)
+    ]
+    assert change.effects == Effects(template=True)
+
+
+def test_a_swarm_change_under_the_docker_backend_has_no_effect() -> None:
+    (change,) = plan(fleet(scale_set()), fleet(scale_set(swarm={"memory": "1GiB"}))).changes
+
+    assert [(c.path, c.effective, c.note) for c in change.changes] == [
+        ("swarm.memory", False, "no effect: backend is docker")
+    ]
+    assert not change.effects.any
+
+
+def test_moving_from_docker_to_swarm_rolls_runners() -> None:
+    (change,) = plan(fleet(scale_set()), fleet(scale_set(backend="swarm"))).changes
+
+    assert change.effects == Effects(template=True)
