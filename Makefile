@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup engine tools lint typecheck unit test demo bench clean
+.PHONY: setup engine tools lint typecheck unit test demo bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ bench: setup tools engine
 	$(BIN)/python bench/scaleup.py $(BENCH_ARGS)
 	$(BIN)/python bench/reload.py $(BENCH_ARGS)
 	$(BIN)/python bench/memory.py $(BENCH_ARGS)
+
+# Seeded chaos against the real operator: 3 seeds x 4 minutes, or `make chaos SEED=N` to replay
+# one seed; CHAOS_ARGS="--minutes 1" or "--short" for other lengths. Exits non-zero on a loss.
+chaos: setup tools engine
+	$(BIN)/python -m tests.chaos $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
