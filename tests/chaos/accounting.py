@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from runscaler.simulator.server import Simulator
 from tests.chaos.observe import ContainerEvents, Ledger, Sampler
 
-JWT = re.compile(r"eyJ[A-Za-z0-9_\-]{20,}\.[A-Za-z0-9_\-]{10,}")
+# A JWT (an admin or queue token) or a base64 JSON blob as long as a JIT config.
+TOKEN_LIKE = re.compile(r"eyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}|eyJ[A-Za-z0-9+/=]{120,}")
 TRACEBACK = "Traceback (most recent call last)"
 
 
@@ -130,6 +131,6 @@ def log_findings(text: str, secrets: set[str]) -> tuple[int, int, list[str]]:
     for secret in sorted(secrets):
         if secret and secret in text:
             found.append(f"secret in the log: {secret[:6]}… ({text.count(secret)} times)")
-    for match in sorted(set(JWT.findall(text))):
-        found.append(f"a JWT in the log: {match[:12]}…")
+    for match in sorted(set(TOKEN_LIKE.findall(text))):
+        found.append(f"a token or JIT config in the log: {match[:12]}…")
     return tracebacks, len(found), found
