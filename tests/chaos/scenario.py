@@ -97,7 +97,7 @@ class Profile:
 
 
 LONG = Profile(
-    total=240.0, windows=(45.0, 75.0), job_duration=(5.0, 30.0), job_gap=2.5, event_gap=7.0,
+    total=240.0, windows=(45.0, 75.0), job_duration=(5.0, 30.0), job_gap=2.5, event_gap=5.0,
     drain_timeouts=(3, 12),
 )  # fmt: skip
 SHORT = Profile(
