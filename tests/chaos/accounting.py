@@ -116,6 +116,18 @@ def _removed_at(events: ContainerEvents, runner: str) -> float | None:
     return None if seen is None else (seen.died_at or seen.destroyed_at)
 
 
+def churn(events: ContainerEvents, sampler: Sampler, *, within: float = 3.0) -> tuple[int, int]:
+    """(runner containers created, those removed within `within` s without running a job):
+    the spare starts a completion should never cause."""
+    busy = {name for names in sampler.runners_of_job.values() for name in names}
+    wasted = 0
+    for name, seen in events.runners.items():
+        if seen.created_at is None or seen.destroyed_at is None or name in busy:
+            continue
+        wasted += seen.destroyed_at - seen.created_at < within
+    return len(events.runners), wasted
+
+
 def duplicate_containers(events: ContainerEvents) -> list[str]:
     return [
         f"runner {name} had {len(seen.ids)} containers"

@@ -30,6 +30,7 @@ class RunnerContainer:
     """One runner's containers as the engine reported them."""
 
     ids: set[str] = field(default_factory=set)
+    created_at: float | None = None
     died_at: float | None = None
     exit_code: str | None = None
     destroyed_at: float | None = None
@@ -79,6 +80,8 @@ class ContainerEvents:
         action = event.get("Action") or event.get("status")
         if action == "create":
             record.ids.add(str(event.get("id", "")))
+            if record.created_at is None:
+                record.created_at = moment
         elif action == "die" and record.died_at is None:
             record.died_at = moment
             record.exit_code = attributes.get("exitCode")

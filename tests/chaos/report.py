@@ -27,6 +27,8 @@ class SeedReport:
     scenarios: list[tuple[str, Figures]] = field(default_factory=list)
     containers_left: int = 0
     volumes_left: int = 0
+    runner_starts: int = 0
+    removed_within_3s: int = 0  # idle runners removed within 3 s of their start (churn)
     findings: list[str] = field(default_factory=list)  # crashes, hangs, leftovers, duplicates
 
     def total(self) -> Figures:
@@ -66,6 +68,10 @@ def print_report(reports: Sequence[SeedReport], out: Callable[[str], None] = pri
         out(
             f"containers left after the final shutdown: {report.containers_left}, "
             f"volumes left: {report.volumes_left}"
+        )
+        out(
+            f"runner containers created: {report.runner_starts}, removed within 3 s without "
+            f"a job: {report.removed_within_3s} (churn; reported, not a loss)"
         )
         for line in report.total().details + report.findings:
             out(f"  LOSS {line}")

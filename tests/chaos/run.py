@@ -19,7 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from runscaler.simulator.server import SimulatorOptions, serve_simulator
-from tests.chaos.accounting import Figures, duplicate_containers, job_figures, log_findings
+from tests.chaos.accounting import (
+    Figures,
+    churn,
+    duplicate_containers,
+    job_figures,
+    log_findings,
+)
 from tests.chaos.engine import ChaosEngine
 from tests.chaos.observe import ContainerEvents, Sampler
 from tests.chaos.report import SeedReport, print_report
@@ -209,6 +215,7 @@ async def run_seed(
                         setattr(jobs, attr, getattr(figures, attr))
                     jobs.details.extend(figures.details)
                     report.scenarios.append((name, jobs))
+                report.runner_starts, report.removed_within_3s = churn(events, sampler)
                 report.findings.extend(world.findings)
                 report.findings.extend(duplicate_containers(events))
                 report.findings.extend(

@@ -17,7 +17,7 @@ import pytest
 from runscaler.errors import ManifestError
 from runscaler.manifest.loading import load_manifest_text
 from runscaler.simulator.state import SimState
-from tests.chaos.accounting import Figures, job_figures, log_findings
+from tests.chaos.accounting import Figures, churn, job_figures, log_findings
 from tests.chaos.observe import ContainerEvents, Ledger, Sampler
 from tests.chaos.scenario import LONG, SHORT, plan
 from tests.chaos.world import break_manifest
@@ -194,3 +194,16 @@ def test_every_planned_manifest_is_valid_and_every_broken_one_is_rejected(seed: 
     for how in ("yaml", "min-above-max", "unknown-key"):
         with pytest.raises(ManifestError):
             _load(break_manifest(good, how))
+
+
+def test_churn_counts_idle_runners_removed_within_seconds_of_their_start() -> None:
+    book = Book()
+    job = book.job()
+    runner = book.run(job, "chaos-a-busy", at=1.0)
+    assert book.state.report_result(runner, job, "succeeded", now=2.0)
+    book.container("chaos-a-busy", "destroy", at=2.5)
+    book.container("chaos-a-spare", "create", at=2.0)
+    book.container("chaos-a-spare", "destroy", at=2.4)
+    book.container("chaos-a-warm", "create", at=2.0)
+    book.container("chaos-a-warm", "destroy", at=9.0)
+    assert churn(book.events, book.sampler) == (3, 1)
