@@ -30,6 +30,7 @@ class SeedReport:
     runner_starts: int = 0
     removed_within_3s: int = 0  # idle runners removed within 3 s of their start (churn)
     findings: list[str] = field(default_factory=list)  # crashes, hangs, leftovers, duplicates
+    notes: list[str] = field(default_factory=list)  # printed, not losses
 
     def total(self) -> Figures:
         total = Figures()
@@ -75,6 +76,8 @@ def print_report(reports: Sequence[SeedReport], out: Callable[[str], None] = pri
         )
         for line in report.total().details + report.findings:
             out(f"  LOSS {line}")
+        for line in report.notes:
+            out(f"  note {line}")
         out(f"seed {report.seed}: {'OK' if report.losses == 0 else f'{report.losses} loss(es)'}")
     if len(reports) > 1:
         out("\n== all seeds ==")

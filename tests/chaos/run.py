@@ -92,10 +92,12 @@ class Run:
         containers = [
             c for c in world.engine.containers(world.fleet) if c["name"] not in self.reported
         ]
-        dead = [c["name"] for c in containers if c["state"] != "running"]
+        dead = [c for c in containers if c["state"] != "running"]
         if dead:
-            self.dead = dead
-            return f"containers not running: {', '.join(dead)}"
+            self.dead = [c["name"] for c in dead]
+            return "containers not running: " + ", ".join(
+                f"{c['name']} ({c['state']})" for c in dead
+            )
         for shape in scenario.base:
             count = sum(c["scale_set"] == shape.name for c in containers)
             if count != shape.min_runners:
@@ -217,6 +219,7 @@ async def run_seed(
                     report.scenarios.append((name, jobs))
                 report.runner_starts, report.removed_within_3s = churn(events, sampler)
                 report.findings.extend(world.findings)
+                report.notes.extend(world.notes)
                 report.findings.extend(duplicate_containers(events))
                 report.findings.extend(
                     f"left after shutdown: {c['name']} ({c['state']})" for c in leftovers
@@ -234,9 +237,9 @@ async def run_seed(
 
 
 def copy_logs(world: World, seed: int) -> None:
-    """Keep the operator's logs of a seed with losses for reading after the run."""
+    """Keep the operator's logs of the seed for reading after the run."""
     target = Path(tempfile.gettempdir()) / f"runscaler-chaos-seed-{seed}.log"
-    target.write_text(world.log_text())
+    target.write_text(world.labelled_logs())
 
 
 def main(argv: list[str] | None = None) -> int:

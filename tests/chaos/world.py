@@ -22,7 +22,7 @@ from runscaler.simulator.server import Simulator
 from tests.chaos.engine import ChaosEngine
 from tests.chaos.observe import Ledger, Sampler
 from tests.chaos.scenario import Event, Shape
-from tests.e2e.operatorkit import TOKEN_ENV, GitRepos, OperatorProcess, manifest
+from tests.e2e.operatorkit import SERVING, TOKEN_ENV, GitRepos, OperatorProcess, manifest
 
 TIMING_SCALE = "0.1"
 OWNER = "chaos-host"
@@ -55,6 +55,7 @@ class World:
     ledger: Ledger = field(default_factory=Ledger)
     sampler: Sampler | None = None
     findings: list[str] = field(default_factory=list)  # harness-level problems (crashes, hangs)
+    notes: list[str] = field(default_factory=list)  # worth a look, not a loss
     _signalled: set[int] = field(default_factory=set)
     _repos: GitRepos | None = None
     _pushed: str = ""
@@ -172,7 +173,11 @@ class World:
             self.findings.append(f"operator pid {current.pid} did not exit within 40s of SIGTERM")
             current.signal(signal.SIGKILL)
             code = await current.wait(timeout=10)
-        if code != 0:
+        if code == -signal.SIGTERM and SERVING.search(current.log_text()) is None:
+            # Signalled while still starting (before its handlers exist): it had started
+            # nothing, and a service manager counts death by SIGTERM as a clean stop.
+            self.notes.append(f"operator pid {current.pid} got SIGTERM before it was serving")
+        elif code != 0:
             self.findings.append(f"operator pid {current.pid} exited with {code} after SIGTERM")
         await asyncio.sleep(restart_after)
         self.start_operator()
@@ -200,6 +205,13 @@ class World:
 
     def log_text(self) -> str:
         return "".join(p.log_text() for p in self.operators)
+
+    def labelled_logs(self) -> str:
+        """Every operator's log under a line naming it, for reading after a run."""
+        return "".join(
+            f"==> operator {i} (pid {p.pid}, exit {p.process.poll()}) <==\n{p.log_text()}"
+            for i, p in enumerate(self.operators, 1)
+        )
 
     # -- GitHub's side ---------------------------------------------------------------------------
 
