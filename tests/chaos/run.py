@@ -159,7 +159,12 @@ class Run:
 
 
 async def run_seed(
-    seed: int, profile: Profile, *, settle_timeout: float, out: Callable[[str], None] = print
+    seed: int,
+    profile: Profile,
+    *,
+    settle_timeout: float,
+    out: Callable[[str], None] = print,
+    keep_logs: bool = False,
 ) -> SeedReport:
     scenarios = plan(seed, profile)
     report = SeedReport(seed=seed)
@@ -224,7 +229,8 @@ async def run_seed(
                 report.findings.extend(
                     f"left after shutdown: {c['name']} ({c['state']})" for c in leftovers
                 )
-                copy_logs(world, seed)
+                if keep_logs:
+                    copy_logs(world, seed)
             finally:
                 sampling.cancel()
                 await events.stop()
@@ -237,9 +243,11 @@ async def run_seed(
 
 
 def copy_logs(world: World, seed: int) -> None:
-    """Keep the operator's logs of the seed for reading after the run."""
+    """Keep the operators' logs of the seed for reading after the run (the standalone entry
+    prints where)."""
     target = Path(tempfile.gettempdir()) / f"runscaler-chaos-seed-{seed}.log"
     target.write_text(world.labelled_logs())
+    print(f"operator logs of seed {seed}: {target}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = SHORT if args.short else scaled(LONG, args.minutes)
     settle = args.settle or (60.0 if args.short else 150.0)
     reports = [
-        asyncio.run(run_seed(seed, profile, settle_timeout=settle))
+        asyncio.run(run_seed(seed, profile, settle_timeout=settle, keep_logs=True))
         for seed in args.seed or DEFAULT_SEEDS
     ]
     print_report(reports)
