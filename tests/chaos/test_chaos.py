@@ -16,7 +16,9 @@ from tests.chaos.scenario import SHORT
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-SHORT_SEED = 3
+# Seed 4 restarts the engine while runners start: a start that fails then must not leave a
+# container in `created` that nothing removes (issue 9, items 1 and 8).
+SHORT_SEED = 4
 
 
 @pytest.mark.timeout(900)
