@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup engine tools demo-tools lint typecheck unit test demo bench clean
+.PHONY: setup engine tools demo-tools lint typecheck unit test demo bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ demo: setup demo-tools engine
 # `make bench BENCH_ARGS=--quick` for the short CI variants.
 bench: setup tools engine
 	$(BIN)/python bench/table.py $(BENCH_ARGS)
+
+# Seeded chaos against the real operator: 3 seeds x 4 minutes, or `make chaos SEED=N` to replay
+# one seed; CHAOS_ARGS="--minutes 1" or "--short" for other lengths. Exits non-zero on a loss.
+chaos: setup tools engine
+	$(BIN)/python -m tests.chaos $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
