@@ -185,7 +185,7 @@ async def test_a_suspended_scale_set_removes_its_adopted_idle_runners_at_start(e
 
 
 async def test_a_tart_scale_set_without_tart_registers_nothing_and_is_not_ready(e2e: E2E) -> None:
-    text = e2e.manifest([{"name": "linux"}, {"name": "mac", "backend": "tart"}])
+    text = e2e.manifest([{"name": "linux"}, {"name": "mac", "backend": "tart", "maxRunners": 2}])
     path = e2e.write(text)
     operator = e2e.start(path)  # this host has no `tart`
     await serving(operator)
