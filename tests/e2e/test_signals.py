@@ -85,7 +85,9 @@ async def test_after_kill_9_a_restart_takes_over_and_adopts_busy_runners(e2e: E2
     first = e2e.start(path)
     await first.wait_ready()
     await eventually(lambda: e2e.session("linux"), timeout=10, message="listening")
-    ids = e2e.sim.add_jobs(["linux"], count=2, duration=6)
+    ids = e2e.sim.add_jobs(
+        ["linux"], count=2, duration=12
+    )  # outlasts a restart on a loaded machine
 
     def both_running() -> bool:
         return all(j["state"] == "running" for j in e2e.jobs(ids))
