@@ -89,6 +89,7 @@ class SwarmBackend:
         self._watch = TaskWatch(self._snapshot, interval=poll_interval)
         self._start_timeout = start_timeout
         self._jit_configs: dict[str, str] = {}
+        self._nodes: dict[str, str] = {}  # runner -> the node its task was placed on
         self._manager_checked = False
         self._own_node: str | None = None
 
@@ -155,6 +156,10 @@ class SwarmBackend:
             await asyncio.shield(self._discard(spec.name))
             raise
 
+    def node_of(self, name: str) -> str | None:
+        """The node Swarm placed the runner on, once its start returned."""
+        return self._nodes.get(name)
+
     async def remove(self, name: str) -> None:
         sname = service_name(self.fleet, name)
         with engine_calls(self.host, f"cannot remove service {sname}"):
@@ -214,6 +219,7 @@ class SwarmBackend:
                 raise BackendError(f"runner {runner}: task {task.detail}")
             if task.node:
                 log.debug("runner %s runs on node %s", runner, task.node)
+                self._nodes[runner] = task.node
             return  # running, or it already ran (its exit comes through the watch)
 
     async def _discard(self, runner: str) -> None:
@@ -333,6 +339,7 @@ class SwarmBackend:
 
     def _forget(self, name: str) -> None:
         secrets.discard(self._jit_configs.pop(name, None))
+        self._nodes.pop(name, None)
 
 
 @dataclass(frozen=True)
