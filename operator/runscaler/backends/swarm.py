@@ -26,6 +26,7 @@ from aiodocker.exceptions import DockerError
 from runscaler.backends.base import (
     LABEL_FLEET,
     LABEL_RUNNER,
+    LABEL_SCALE_SET_KEY,
     BackendError,
     OwnedRunner,
     RunnerNotFound,
@@ -349,6 +350,7 @@ class Leftover:
     service: str
     runner: str
     detail: str
+    scale_set_key: str | None = None
 
 
 async def leftover_services(backend: SwarmBackend) -> list[Leftover]:
@@ -363,7 +365,14 @@ async def leftover_services(backend: SwarmBackend) -> list[Leftover]:
             continue
         task = snapshot.runners.get(owned.name)
         detail = task.detail if task is not None else "no task"
-        found.append(Leftover(str(service.get("Spec", {}).get("Name", "")), owned.name, detail))
+        found.append(
+            Leftover(
+                str(service.get("Spec", {}).get("Name", "")),
+                owned.name,
+                detail,
+                scale_set_key=owned.labels.get(LABEL_SCALE_SET_KEY),
+            )
+        )
     return found
 
 
