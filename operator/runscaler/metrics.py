@@ -177,6 +177,7 @@ class Metrics:
         status = self._status()
         yield from _scale_set_gauges(status.scale_sets)
         yield _runner_states(status.scale_sets)
+        yield _node_runners(status.scale_sets)
         yield _scale_set_states(status.scale_sets)
         yield from _reload_metrics(status)
         yield _counter(
@@ -279,6 +280,20 @@ def _runner_states(scale_sets: tuple[ScaleSetStatus, ...]) -> Metric:
         for s in scale_sets
         for state, count in _runner_counts(s).items()
     )
+    for labels, value in _summed(rows):
+        family.add_metric(labels, value)
+    return family
+
+
+def _node_runners(scale_sets: tuple[ScaleSetStatus, ...]) -> Metric:
+    """Runners per node, for backends that place them (Swarm): a node failure shows as its
+    runners turning `lost`. Only nodes with runners are listed."""
+    family = GaugeMetricFamily(
+        "runscaler_node_runners",
+        "Runners by scale set, node and state, for backends that place runners on nodes.",
+        labels=("scale_set", "node", "state"),
+    )
+    rows = (((s.name, r.node, r.state), 1.0) for s in scale_sets for r in s.runners if r.node)
     for labels, value in _summed(rows):
         family.add_metric(labels, value)
     return family

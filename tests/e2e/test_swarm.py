@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,6 +77,15 @@ async def test_jobs_run_on_both_nodes_and_a_failed_node_loses_its_runners_not_th
     for name in on_worker:
         assert f"runner {name} is lost: node " in log
         assert "is down; its task was running" in log
+    # Status and the log say which job each lost runner took with it, and on which node.
+    lost_jobs = {j["runner"]: str(uuid.UUID(int=j["id"])) for j in e2e.jobs(jobs)}
+    shown = {r["name"]: r for r in (await operator.scale_set("linux"))["runners"]}
+    for name in on_worker:
+        assert shown[name]["state"] == "lost", shown[name]
+        assert swarm_cluster.worker_id[:12] in (shown[name]["node"] or ""), shown[name]
+        assert shown[name]["jobId"] == lost_jobs[name]
+        assert f"was lost with job {lost_jobs[name]}" in log
+    assert "runscaler_node_runners{" in await operator.metrics()
 
     # New work runs on the node that is left.
     more = e2e.sim.add_jobs(["linux"], count=1, duration=1)

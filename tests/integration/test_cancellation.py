@@ -164,8 +164,8 @@ async def test_a_shutdown_during_a_start_strands_nothing_and_kills_no_live_runne
     await clean_up(runtimes, spec)
 
 
-# unregister and remove, each before and after the call (the runner id is known).
-REMOVE_POINTS = range(4)
+# The lookup (is it busy?), unregister and remove, each before and after the call.
+REMOVE_POINTS = range(6)
 
 
 async def one_idle(runtimes: Runtimes, gate: Gate) -> tuple[ScaleSetRuntime, Any]:
@@ -173,7 +173,7 @@ async def one_idle(runtimes: Runtimes, gate: Gate) -> tuple[ScaleSetRuntime, Any
     runtime = gated(runtimes, spec, gate)
     runtime.start()
     await eventually(lambda: runtime.snapshot().idle == 1, timeout=30, message="one idle")
-    gate.watched = {"unregister", "remove"}
+    gate.watched = {"lookup", "unregister", "remove"}
     return runtime, spec
 
 

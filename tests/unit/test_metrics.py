@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from runscaler.engine.status import FleetStatus, ReloadStatus
+from runscaler.engine.status import FleetStatus, ReloadStatus, RunnerStatus
 from runscaler.github.models import JobCompleted, JobStarted
 from runscaler.manifest.models import ScaleSet
 from runscaler.metrics import DURATION_BUCKETS, SCALE_SET_STATES, Metrics
@@ -244,6 +244,29 @@ def test_runners_by_state(state: str, expected: dict[str, int]) -> None:
     found = samples(scrape(metrics), "runscaler_runners")
 
     assert found == {labels(scale_set="linux", state=s): n for s, n in expected.items()}
+
+
+def test_runners_by_node_count_placed_runners_and_show_the_lost_ones() -> None:
+    def runner(name: str, state: str, node: str | None) -> RunnerStatus:
+        return RunnerStatus(name, state, 0.0, None, "t1", node=node)
+
+    placed = (
+        runner("a", "busy", "node-1"),
+        runner("b", "idle", "node-1"),
+        runner("c", "idle", "node-1"),
+        runner("d", "lost", "node-2"),
+        runner("e", "idle", None),  # not placed by the backend (Docker): not listed
+    )
+    status = fleet_status(scale_set_status("linux", runners=placed))
+    metrics = Metrics(lambda: status)
+
+    found = samples(scrape(metrics), "runscaler_node_runners")
+
+    assert found == {
+        labels(scale_set="linux", node="node-1", state="busy"): 1,
+        labels(scale_set="linux", node="node-1", state="idle"): 2,
+        labels(scale_set="linux", node="node-2", state="lost"): 1,
+    }
 
 
 @pytest.mark.parametrize("state", ["listening", "standby", "degraded", "suspended"])

@@ -75,6 +75,7 @@ class RunnerExit:
     # treats it as gone and removes its registration; the backend removes it when it can.
     lost: bool = False
     detail: str | None = None  # the backend's own words, for logs and status
+    node: str | None = None  # where it ran, for backends that place runners (Swarm)
 
 
 class ExitStream(Protocol):
@@ -132,3 +133,6 @@ class Backend(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    # A backend that places runners itself (Swarm) may also offer `node_of(name) -> str | None`:
+    # the node a runner was placed on once its start returned. The scaler records it.

@@ -26,6 +26,7 @@ from aiodocker.exceptions import DockerError
 from runscaler.backends.base import (
     LABEL_FLEET,
     LABEL_RUNNER,
+    LABEL_SCALE_SET_KEY,
     BackendError,
     OwnedRunner,
     RunnerNotFound,
@@ -89,6 +90,7 @@ class SwarmBackend:
         self._watch = TaskWatch(self._snapshot, interval=poll_interval)
         self._start_timeout = start_timeout
         self._jit_configs: dict[str, str] = {}
+        self._nodes: dict[str, str] = {}  # runner -> the node its task was placed on
         self._manager_checked = False
         self._own_node: str | None = None
 
@@ -155,6 +157,10 @@ class SwarmBackend:
             await asyncio.shield(self._discard(spec.name))
             raise
 
+    def node_of(self, name: str) -> str | None:
+        """The node Swarm placed the runner on, once its start returned."""
+        return self._nodes.get(name)
+
     async def remove(self, name: str) -> None:
         sname = service_name(self.fleet, name)
         with engine_calls(self.host, f"cannot remove service {sname}"):
@@ -214,6 +220,7 @@ class SwarmBackend:
                 raise BackendError(f"runner {runner}: task {task.detail}")
             if task.node:
                 log.debug("runner %s runs on node %s", runner, task.node)
+                self._nodes[runner] = task.node
             return  # running, or it already ran (its exit comes through the watch)
 
     async def _discard(self, runner: str) -> None:
@@ -333,6 +340,7 @@ class SwarmBackend:
 
     def _forget(self, name: str) -> None:
         secrets.discard(self._jit_configs.pop(name, None))
+        self._nodes.pop(name, None)
 
 
 @dataclass(frozen=True)
@@ -342,6 +350,7 @@ class Leftover:
     service: str
     runner: str
     detail: str
+    scale_set_key: str | None = None
 
 
 async def leftover_services(backend: SwarmBackend) -> list[Leftover]:
@@ -356,7 +365,14 @@ async def leftover_services(backend: SwarmBackend) -> list[Leftover]:
             continue
         task = snapshot.runners.get(owned.name)
         detail = task.detail if task is not None else "no task"
-        found.append(Leftover(str(service.get("Spec", {}).get("Name", "")), owned.name, detail))
+        found.append(
+            Leftover(
+                str(service.get("Spec", {}).get("Name", "")),
+                owned.name,
+                detail,
+                scale_set_key=owned.labels.get(LABEL_SCALE_SET_KEY),
+            )
+        )
     return found
 
 

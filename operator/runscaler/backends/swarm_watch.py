@@ -83,6 +83,7 @@ def _exit(runner: RunnerTask) -> RunnerExit:
         at=time.time(),
         lost=runner.phase is Phase.LOST,
         detail=runner.detail,
+        node=runner.node,
     )
 
 

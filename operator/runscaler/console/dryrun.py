@@ -22,7 +22,10 @@ NOT_RUN = "[dim]not checked[/]"
 
 
 def _checks(result: DryRunResult) -> list[str]:
-    found = [result.credentials, result.runner_group, result.scale_set, result.backend]
+    scale_set = result.scale_set
+    if scale_set and result.labels:
+        scale_set = f"{scale_set}; labels differ (see below)"
+    found = [result.credentials, result.runner_group, scale_set, result.backend]
     cells: list[str] = []
     failed = False
     for value in found:
@@ -53,3 +56,5 @@ def render_dry_run(results: Sequence[DryRunResult]) -> None:
     for result in results:
         if not result.ok:
             print(f"{result.name} ({result.url}): {result.problem}", file=sys.stderr)
+        if result.labels:
+            print(f"{result.name} ({result.url}): warning: {result.labels}", file=sys.stderr)

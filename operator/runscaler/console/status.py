@@ -173,11 +173,16 @@ def _indented(renderable: RenderableType, columns: int) -> RenderableType:
 
 
 def errors(scale_sets: Sequence[Mapping[str, Any]]) -> RenderableType | None:
-    """`last errors:` and one indented, word-wrapped entry per scale set that has one."""
+    """`last errors:` and one indented, word-wrapped entry per scale set that has one (and
+    one per scale set whose labels on GitHub are not the manifest's)."""
     lines = [
         _indented(Text.from_markup(f"{name}: [red]{safe(s['lastError'])}[/]"), 2)
         for name, s in zip(_names(scale_sets), scale_sets, strict=True)
         if s.get("lastError")
+    ] + [
+        _indented(Text.from_markup(f"{name}: [yellow]{safe(s['labelMismatch'])}[/]"), 2)
+        for name, s in zip(_names(scale_sets), scale_sets, strict=True)
+        if s.get("labelMismatch")
     ]
     return Group(Text("last errors:", style="bold"), *lines) if lines else None
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from runscaler.backends.base import BackendError
 from runscaler.backends.docker import DockerBackend
-from runscaler.doctoring import checks
+from runscaler.backends.swarm import SwarmBackend
+from runscaler.doctoring import checks, placed
 from runscaler.doctoring.fixing import FixContext, fix_leftovers
 from runscaler.doctoring.leftovers import (
     FleetView,
@@ -80,6 +81,7 @@ class _Examination:
         self._pool = BackendPool()
         self._own_backends: list[DockerBackend] = []
         self._operators: dict[str, bool] = {}
+        self.placed = placed.Placed()
 
     async def run(self) -> DoctorReport:
         self.report.checks.append(checks.python_check())
@@ -198,9 +200,25 @@ class _Examination:
                 found = await checks.image_checks(engine.backend, engine.templates)
                 self.report.checks.extend(found)
         if loaded is not None:
+            self._place(loaded)
             tart = checks.tart_check(loaded.fleet.scale_sets)
             if tart is not None:
                 self.report.checks.append(tart)
+
+    def _place(self, loaded: LoadedManifest) -> None:
+        """The Tart homes and Swarm managers whose VMs and services are searched."""
+        fleet = loaded.fleet.metadata.name
+        self.placed.tart_homes = placed.homes_of(loaded.fleet.scale_sets, loaded.base_dir)
+        for scale_set in loaded.fleet.scale_sets:
+            if scale_set.backend != "swarm":
+                continue
+            try:
+                swarm = self._pool.backend_for(fleet, scale_set, loaded.base_dir)
+            except BackendError as exc:
+                self.report.add("fail", "swarm", f"{scale_set.name}: {exc}")
+                continue
+            assert isinstance(swarm, SwarmBackend)
+            self.placed.swarms[swarm.host] = swarm
 
     def _group_engines(self, loaded: LoadedManifest) -> None:
         for scale_set in loaded.fleet.scale_sets:
@@ -250,6 +268,12 @@ class _Examination:
                 found += await self._on_engine(engine, notes)
             except BackendError as exc:
                 notes.append(f"leftovers on {engine.backend.host} not searched: {exc}")
+        if self.loaded is not None and self.fleet is not None:
+            operator = self._view(self.fleet).operator_running
+            found += await placed.vm_leftovers(
+                self.fleet, self.placed.tart_homes, operator_running=operator, notes=notes
+            )
+            found += await placed.service_leftovers(self.fleet, self.placed.swarms, notes=notes)
         if self.loaded is not None:
             found += await self._sessions(self.loaded, notes)
             found += await self._removed(self.loaded, notes)
@@ -368,6 +392,7 @@ class _Examination:
         return FixContext(
             backends={host: e.backend for host, e in self.engines.items()},
             clients=self.clients,
+            placed=self.placed,
             state_file=memory,
             buildx_ttl={
                 host: ttl

@@ -22,6 +22,7 @@ from runscaler.backends.docker import DockerBackend
 from runscaler.backends.docker_client import engine_calls
 from runscaler.backends.docker_containers import force_remove
 from runscaler.backends.docker_sweep import BuildxSweep, sweep_buildx
+from runscaler.doctoring.placed import Placed, remove_placed
 from runscaler.doctoring.report import Leftover, Outcome
 from runscaler.engine.statefile import StateFile
 from runscaler.github.client import ScaleSetClient
@@ -32,6 +33,7 @@ from runscaler.github.errors import GitHubError, JobStillRunningError, ScaleSetN
 class FixContext:
     backends: Mapping[str, DockerBackend]  # engine address → backend
     clients: Mapping[str, ScaleSetClient]  # scale-set key → client
+    placed: Placed = field(default_factory=Placed)  # Tart homes and Swarm managers
     state_file: StateFile | None = None
     buildx_ttl: Mapping[str, float] = field(default_factory=dict)  # engine address → ttl
     now: float = 0.0
@@ -67,6 +69,8 @@ async def _fix(
         return _swept(leftover, swept[leftover.engine])
     if kind == "removed scale set":
         return await _finish_deletion(leftover, context)
+    if kind in ("tart VM", "swarm service"):
+        return await _remove_placed(leftover, context)
     done = "removed"
     client = context.clients.get(leftover.scale_set_key)
     if kind == "orphaned runner" and client is None:
@@ -81,6 +85,15 @@ async def _fix(
     return Outcome(leftover, True, done if gone else "already gone")
 
 
+async def _remove_placed(leftover: Leftover, context: FixContext) -> Outcome:
+    """A VM or service: its runner unregistered first, so one running a job is kept."""
+    kept, done = await _unregister(leftover, context.clients.get(leftover.scale_set_key))
+    if kept:
+        return Outcome(leftover, False, f"kept: {kept}")
+    how = await remove_placed(leftover, context.placed)
+    return Outcome(leftover, True, done if how == "removed" else how)
+
+
 async def _unregister(leftover: Leftover, client: ScaleSetClient | None) -> tuple[str, str]:
     """(why it is kept, or "") and what was done."""
     if client is None:
@@ -88,6 +101,9 @@ async def _unregister(leftover: Leftover, client: ScaleSetClient | None) -> tupl
     registered = await client.get_runner_by_name(leftover.runner)
     if registered is None:
         return "", "removed (it was not registered on GitHub)"
+    if registered.busy:
+        # Also a job assigned and not started yet: removing it would bounce that job.
+        return "GitHub says it is running a job", ""
     try:
         await client.remove_runner(registered.id)
     except JobStillRunningError:

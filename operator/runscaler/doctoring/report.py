@@ -21,6 +21,8 @@ LeftoverKind = Literal[
     "stale session",
     "buildx builder",
     "buildx volume",
+    "tart VM",
+    "swarm service",
 ]
 
 
@@ -42,7 +44,7 @@ class Leftover:
     name: str  # container or volume name, or the session id
     where: str  # the engine's address, or the scale set (`linux (https://github.com/acme)`)
     reason: str
-    engine: str = ""  # the engine's address, for containers and volumes
+    engine: str = ""  # the engine's address (containers, volumes, services) or TART_HOME
     ref: str = ""  # container id
     runner: str = ""  # the runner's name (its GitHub registration has the same name)
     scale_set_key: str = ""  # `dev.runscaler.scale-set-key`, to find the GitHub client

@@ -10,7 +10,9 @@ A record may carry the name of the operation that owns it (`op`: start, remove, 
 The transient states (`removing`, `failed`, `lost`, and `starting` under a start) exist only
 while their operation runs; each operation settles its record in a `finally`, so a cancelled
 one leaves nothing half done. Names whose container or registration still has to go after the
-record is gone are kept as `leftovers` until the resync confirms they are removed.
+record is gone are kept as `leftovers` until the resync confirms they are removed. The last
+lost runners are kept (`recently_lost`) for status: a lost runner's record ends at once, but a
+user must still see which job and node it took with it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import dataclasses
 import enum
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +111,9 @@ class Leftover:
     container: bool = True
 
 
+RECENTLY_LOST = 10  # lost runners kept for status after their records end
+
+
 class Book:
     """One scale set's runner records; the only writer of them."""
 
@@ -118,6 +124,7 @@ class Book:
         self._on_change = on_change
         self._records: dict[str, RunnerRecord] = {}
         self.leftovers: dict[str, Leftover] = {}
+        self.recently_lost: deque[RunnerRecord] = deque(maxlen=RECENTLY_LOST)
         self.version = 0  # bumped on every change (drain waits for changes)
 
     # -- reading ---------------------------------------------------------------------------
@@ -175,6 +182,13 @@ class Book:
         return self._put(record)
 
     # -- transitions -----------------------------------------------------------------------
+
+    def placed(self, name: str, node: str) -> RunnerRecord | None:
+        """The backend says where the runner runs (Swarm places runners on its nodes)."""
+        record = self._records.get(name)
+        if record is None or record.node == node:
+            return None
+        return self._put(dataclasses.replace(record, node=node))
 
     def registered(self, name: str, runner_id: int) -> RunnerRecord | None:
         record = self._records.get(name)
@@ -286,11 +300,14 @@ class Book:
             return None
         return self._move(record, RunnerState.FAILED, op=op, reason=reason, exit_code=exit_code)
 
-    def lost(self, name: str, *, reason: str, op: str = "discard") -> RunnerRecord | None:
+    def lost(
+        self, name: str, *, reason: str, op: str = "discard", node: str | None = None
+    ) -> RunnerRecord | None:
+        """Out of reach for good (its node failed): never capacity again."""
         record = self._records.get(name)
         if record is None:
             return None
-        return self._move(record, RunnerState.LOST, op=op, reason=reason)
+        return self._move(record, RunnerState.LOST, op=op, reason=reason, node=node or record.node)
 
     def released(self, name: str, *, by: frozenset[str] | None = None) -> RunnerRecord | None:
         """The operation that owned a settled record (one of `by`, if given) let go of it."""
@@ -314,6 +331,8 @@ class Book:
         record = self._records.pop(name, None)
         if record is None:
             return None
+        if record.state is RunnerState.LOST:
+            self.recently_lost.append(record)
         runner_id = (runner_id or record.runner_id) if registration else None
         if container or runner_id is not None:
             self.leftovers[name] = Leftover(name, runner_id, container=container)

@@ -2,7 +2,8 @@
 
 For each scale set it proves the GitHub credentials (the registration-token exchange is the
 only call that writes anything on GitHub's side), resolves the runner group, looks the scale
-set up (it exists, or would be created), and checks the backend (engine reachable; image
+set up (it exists, or would be created; an existing one's labels are compared with the
+manifest's), and checks the backend (engine reachable; image
 present, or pullable under its pull policy). It creates no scale set, session, runner or
 container. Scale sets are checked concurrently; each gets one verdict line.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from runscaler.backends.base import BackendError
 from runscaler.engine.backendpool import BackendPool
+from runscaler.engine.labels import label_mismatch
 from runscaler.engine.resolving import resolve_credentials
 from runscaler.errors import UserError
 from runscaler.github.client import RetryPolicy, ScaleSetClient
@@ -33,6 +35,9 @@ class DryRunResult:
     scale_set: str = ""
     backend: str = ""
     problem: str = ""  # one line: what failed, the HTTP status, what to check
+    # The scale set exists on GitHub with labels other than the manifest's (a warning: jobs
+    # asking for the missing ones would stay queued).
+    labels: str | None = None
 
 
 def _describe(exc: Exception) -> str:
@@ -71,7 +76,8 @@ async def check_scale_set(
                 what = "check runnerGroup and the credentials' permissions"
             return _failed(result, f"{_describe(exc)}; {what}")
         found = f"exists (id {existing.id})" if existing else "would be created"
-        result = _with(result, scale_set=found)
+        mismatch = label_mismatch(scale_set.all_labels, existing.labels) if existing else None
+        result = _with(result, scale_set=found, labels=mismatch)
     backend = pool.backend_for(fleet, scale_set, base_dir)
     try:
         summary = await backend.check(scale_set.template)

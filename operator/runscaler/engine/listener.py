@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from runscaler.engine.labels import label_mismatch
 from runscaler.engine.statefile import StateFile
 from runscaler.engine.tasks import stop_task
 from runscaler.github.client import ScaleSetClient
@@ -264,18 +265,10 @@ class Listener:
 
     def _check_labels(self, scale_set: RunnerScaleSet) -> None:
         """Say once (log and `label_mismatch`) that GitHub's labels are not the manifest's."""
-        wanted = {label.lower() for label in self.settings.labels}
-        have = {label.lower() for label in scale_set.labels}
-        if wanted == have:
+        text = label_mismatch(self.settings.labels, scale_set.labels)
+        if text is None:
             self.label_mismatch = None
             return
-        text = (
-            f"GitHub has the labels {', '.join(sorted(have)) or '(none)'} but the manifest "
-            f"wants {', '.join(sorted(wanted))}: jobs asking for the others stay queued. GitHub "
-            "ignores label changes of an existing scale set (it must be re-created), and a "
-            "GitHub Enterprise Server keeps only the name unless the feature flag "
-            "DistributedTask.AllowRunnerScaleSetCustomLabels is on"
-        )
         if text != self.label_mismatch:
             log.warning("%s: %s", self._name, text)
         self.label_mismatch = text

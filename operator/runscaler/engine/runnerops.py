@@ -162,7 +162,12 @@ class RunnerOps:
         if phase == "started":
             elapsed = time.monotonic() - began
             scaler.metrics.runner_started(elapsed)
-            log.info("%s: runner %s started in %.2fs", self._name, name, elapsed)
+            node_of = getattr(scaler.backend, "node_of", None)
+            node = node_of(name) if callable(node_of) else None
+            if isinstance(node, str) and node:
+                book.placed(name, node)
+            where = f" on node {node}" if isinstance(node, str) and node else ""
+            log.info("%s: runner %s started%s in %.2fs", self._name, name, where, elapsed)
             exit_code = record.exit_code
             if book.online(name) is None:
                 book.released(name)  # it took a job before the start returned
@@ -220,10 +225,14 @@ class RunnerOps:
             record = book.get(name)
             if record is None or record.state is not RunnerState.REMOVING:
                 return
-            runner_id = record.runner_id
-            if runner_id is None:
-                found = await scaler.registry.lookup(name)
-                runner_id = found.id if found is not None else None
+            # GitHub may have assigned it a job it has not started yet: removing it now would
+            # bounce that job (ARC #4000), and GitHub already reports such a runner busy.
+            found = await scaler.registry.lookup(name)
+            if found is not None and found.busy:
+                log.info("%s: runner %s was assigned a job; keeping it", self._name, name)
+                book.job_started(name, runner_id=found.id)
+                return
+            runner_id = found.id if found is not None else record.runner_id
             if runner_id is not None:
                 unregistered = None
                 await scaler.registry.unregister(runner_id)
@@ -254,18 +263,26 @@ class RunnerOps:
         await self.clean_leftover(name)
 
     async def discard(
-        self, name: str, *, reason: str, detail: str | None = None, lost: bool = False
+        self,
+        name: str,
+        *,
+        reason: str,
+        detail: str | None = None,
+        lost: bool = False,
+        node: str | None = None,
     ) -> None:
         """Unregister (best effort) and remove a runner that failed, was lost or outstayed a
         drain."""
         book = self._scaler.book
         moved = (
-            book.lost(name, reason=detail or reason) if lost else book.failed(name, reason=reason)
+            book.lost(name, reason=detail or reason, node=node)
+            if lost
+            else book.failed(name, reason=reason)
         )
         if moved is None:
             return
         if lost:
-            log.warning("%s: runner %s was lost: %s", self._name, name, detail or "")
+            self._scaler.runner_lost(moved)
         await self.settle(self._clean(name))
 
     async def finish(self, name: str) -> None:

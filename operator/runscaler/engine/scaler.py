@@ -364,6 +364,27 @@ class Scaler:
         self._not_before = time.monotonic() + self._crash_backoff.next()
         self._wake.set()
 
+    def runner_lost(self, record: RunnerRecord) -> None:
+        """Not a failure of the runner (no crash-loop backoff): its node failed. A busy
+        one's job is lost with it, unavoidably; the log and status say which job and node."""
+        where = f" on node {record.node}" if record.node else ""
+        why = record.reason or "out of reach"
+        if record.took_job and not record.completed:
+            job = record.job_id or "(id unknown)"
+            message = f"runner {record.name}{where} was lost with job {job}: {why}"
+            log.error(
+                "%s: %s; the job is lost",
+                self.scale_set_name,
+                message,
+                extra={"scale_set": self.scale_set_name, "runner": record.name, "job_id": job},
+            )
+        else:
+            message = f"runner {record.name}{where} was lost: {why}"
+            log.warning("%s: %s", self.scale_set_name, message)
+        self.last_failure = Failure(reason="lost", message=message)
+        self._metrics.runner_failed("lost")
+        self._wake.set()
+
     def unavailable(self, exc: BackendError) -> None:
         if isinstance(exc, BackendUnavailable):
             self.degraded = str(exc)
@@ -405,7 +426,9 @@ class Scaler:
             return  # its operation removes it
         if event.lost:
             self.spawn(
-                self.ops.discard(name, reason="lost", detail=event.detail, lost=True),
+                self.ops.discard(
+                    name, reason="lost", detail=event.detail, lost=True, node=event.node
+                ),
                 f"lost:{name}",
             )
             return
@@ -440,7 +463,10 @@ class Scaler:
         for runner in owned:
             if runner.name in self.book:
                 continue
-            if not runner.running or runner.lost:
+            if runner.lost:
+                await self._adopt_lost(runner)
+                continue
+            if not runner.running:
                 await self.ops.remove_container(runner.name)
                 continue
             adopted += await self._adopt_one(runner)
@@ -475,6 +501,25 @@ class Scaler:
             self.spawn(self.ops.reap_if_stuck(runner.name), f"reap:{runner.name}")
         return 1 if adopted is not None else 0
 
+    async def _adopt_lost(self, runner: OwnedRunner) -> None:
+        """A runner of ours whose node is down: lost, like one the book tracked (its
+        registration removed, its service removed when the backend lets us)."""
+        registered = await self.ops.registered(runner.name)
+        if runner.name in self.book:
+            return
+        found = registered if isinstance(registered, RegisteredRunner) else None
+        adopted = self.book.adopt(
+            runner.name,
+            runner.labels.get(LABEL_TEMPLATE, ""),
+            state=RunnerState.BUSY if found is not None and found.busy else RunnerState.IDLE,
+            runner_id=found.id if found is not None else None,
+            created_at=runner.created_at,
+            node=runner.node,
+        )
+        if adopted is not None:
+            detail = f"node {runner.node} is down" if runner.node else "its node is down"
+            await self.ops.discard(runner.name, reason="lost", detail=detail, lost=True)
+
     async def resync(self) -> None:
         """Reconcile the book with the engine's list and with GitHub, in both directions."""
         listed_at = time.monotonic()
@@ -501,16 +546,25 @@ class Scaler:
                 self.book.gone(record.name, container=False)
             elif found.lost or not found.running:
                 exit_code = found.exit_code if found.exit_code is not None else -1
-                self.on_exit(RunnerExit(record.name, exit_code, time.time(), lost=found.lost))
-            elif record.state is RunnerState.STARTING:
-                await self._check_online(record.name)
+                self.on_exit(
+                    RunnerExit(
+                        record.name, exit_code, time.time(), lost=found.lost, node=found.node
+                    )
+                )
+            else:
+                if found.node:
+                    self.book.placed(record.name, found.node)
+                if record.state is RunnerState.STARTING:
+                    await self._check_online(record.name)
 
     async def _resync_containers(self, owned: dict[str, OwnedRunner]) -> None:
         """Containers without a record, and what is left of runners whose record is gone."""
         for name, found in owned.items():
             if name in self.book:
                 continue
-            if not found.running or found.lost or name in self.book.leftovers:
+            if found.lost and name not in self.book.leftovers:
+                await self._adopt_lost(found)
+            elif not found.running or found.lost or name in self.book.leftovers:
                 await self.ops.remove_container(name)
             else:
                 await self._adopt_one(found)  # a start that was cancelled kept it

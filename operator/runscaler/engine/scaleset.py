@@ -647,6 +647,8 @@ class ScaleSetRuntime:
                     node=r.node,
                 )
                 for r in sorted(self.scaler.records(), key=lambda r: r.created_at)
+                + list(self.scaler.book.recently_lost)
             ),
             messages_unparseable=self.listener.messages_unparseable,
+            label_mismatch=self.listener.label_mismatch,
         )

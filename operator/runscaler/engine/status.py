@@ -68,6 +68,8 @@ class ScaleSetStatus:
     failures_in_row: int = 0
     runners: tuple[RunnerStatus, ...] = ()
     messages_unparseable: int = 0
+    # GitHub's labels are not the manifest's (a discarded PATCH, or GHES without custom labels).
+    label_mismatch: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,6 +85,7 @@ class ScaleSetStatus:
             "minRunners": self.min_runners,
             "maxRunners": self.max_runners,
             "lastError": self.last_error,
+            "labelMismatch": self.label_mismatch,
             "lastFailure": None
             if self.last_failure is None
             else {

@@ -120,6 +120,8 @@ class Runner:
     registered_at: float
     job: int | None = None
     last_seen: float | None = None
+    # A job assigned to it that has not started yet (GitHub already reports the runner busy).
+    reserved: int | None = None
     # An ephemeral runner whose job ended: still registered until `remove_at`, never reused.
     finished: bool = False
     remove_at: float | None = None
@@ -201,7 +203,7 @@ def runner_wire(runner: Runner) -> dict[str, Any]:
         "name": runner.name,
         "runnerScaleSetId": runner.scale_set_id,
         "status": "online" if runner.last_seen is not None and not runner.finished else "offline",
-        "busy": runner.job is not None,
+        "busy": runner.job is not None or runner.reserved is not None,
     }
 
 

@@ -127,12 +127,14 @@ class RunnerTransitions:
                     return self._start(job, runner, now)
                 # Assigned to this runner, not started yet: the window of ARC #4000.
                 job.reserved_for = runner.id
+                runner.reserved = job.id
                 job.start_at = now + delay
                 job.start_due_seen = False
                 return None
         return None
 
     def _start(self, job: Job, runner: Runner, now: float) -> Job:
+        runner.reserved = None
         job.state = r.RUNNING
         job.reserved_for = job.start_at = None
         job.runner_id = runner.id
@@ -142,6 +144,12 @@ class RunnerTransitions:
         runner.job = job.id
         self._emit(job, "JobStarted", now)
         return job
+
+    def _unreserve(self, job: Job) -> None:
+        runner = self.runners.get(job.reserved_for) if job.reserved_for is not None else None
+        if runner is not None and runner.reserved == job.id:
+            runner.reserved = None
+        job.reserved_for = job.start_at = None
 
     def _bounce(self, job: Job, now: float) -> None:
         """GitHub cancels the assignment and assigns the job again."""

@@ -436,7 +436,7 @@ class SimState(RunnerTransitions):
         job.runner_id = None
         job.runner_name = None
         job.cancel_requested = job.work_done_seen = False
-        job.reserved_for = job.start_at = None
+        self._unreserve(job)
         self._open.pop(job.id, None)
         self._queued[job.id] = job
 
@@ -484,8 +484,7 @@ class SimState(RunnerTransitions):
                 runner.remove_at = now + linger
             else:
                 del self.runners[runner.id]
-        if job.reserved_for is not None:
-            job.reserved_for = job.start_at = None
+        self._unreserve(job)
         job.state = r.DONE
         job.result = result
         job.finished_at = now

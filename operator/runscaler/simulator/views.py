@@ -114,6 +114,7 @@ def state_view(state: SimState) -> dict[str, Any]:
                 "name": x.name,
                 "scaleSetId": x.scale_set_id,
                 "job": x.job,
+                "reservedJob": x.reserved,  # assigned, not started yet
                 "status": (
                     "busy"
                     if x.job
