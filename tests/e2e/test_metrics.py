@@ -41,8 +41,12 @@ async def test_metrics_after_jobs_pass_promtool(e2e: E2E) -> None:
 
     async def counted() -> str | None:
         text = await operator.metrics()
-        done = metric_value(text, "gha_completed_jobs_total", name="linux", job_result="failed")
-        return text if done == 1 else None
+        # Job events arrive late and in any order across messages: wait for all three.
+        failed = metric_value(text, "gha_completed_jobs_total", name="linux", job_result="failed")
+        succeeded = metric_value(
+            text, "gha_completed_jobs_total", name="linux", job_result="succeeded"
+        )
+        return text if (failed, succeeded) == (1, 2) else None
 
     text = await eventually(counted, timeout=10, message="the completed jobs counted")
     checked = await promtool_check(text)
