@@ -16,6 +16,7 @@ import pytest
 
 from runscaler.errors import ManifestError
 from runscaler.manifest.loading import load_manifest_text
+from runscaler.simulator.realism import IDEAL
 from runscaler.simulator.state import SimState
 from tests.chaos.accounting import Figures, churn, job_figures, log_findings
 from tests.chaos.observe import ContainerEvents, Ledger, Sampler
@@ -30,7 +31,9 @@ class Book:
     """One scale set on a `SimState`, jobs through their lives, and what the harness saw."""
 
     def __init__(self) -> None:
-        self.state = SimState(runner_lost_timeout=LOST)
+        # The ideal service: each job starts the moment its runner takes it, as the timelines
+        # below assume (the live service's start and event delays are the suite's business).
+        self.state = SimState(runner_lost_timeout=LOST, realism=IDEAL)
         self.tenant = self.state.tenant_for("acme")
         self.scale_set = self.state.create_scale_set(
             self.tenant, name="chaos-a", runner_group_id=1, labels=["chaos-a"],
