@@ -31,8 +31,8 @@ class Book:
     """One scale set on a `SimState`, jobs through their lives, and what the harness saw."""
 
     def __init__(self) -> None:
-        # The accounting is checked on exact steps: the live habits' random delays stay off here
-        # (the chaos runs themselves keep them on).
+        # The ideal service: each job starts the moment its runner takes it, as the timelines
+        # below assume (the live service's start and event delays are the suite's business).
         self.state = SimState(runner_lost_timeout=LOST, realism=IDEAL)
         self.tenant = self.state.tenant_for("acme")
         self.scale_set = self.state.create_scale_set(
