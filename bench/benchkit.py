@@ -107,7 +107,9 @@ class Processes:
         return process.returncode
 
     def close(self) -> None:
-        for process, _ in list(self._running):
+        # Newest first: an operator stops before the simulator it talks to, so it can still
+        # unregister and remove its idle runners.
+        for process, _ in reversed(list(self._running)):
             self.stop(process)
 
 
