@@ -175,7 +175,8 @@ def start_operator(
         return found[1] if answered else None
 
     try:
-        return process, wait_for(ready, timeout=60, what="the operator to be ready")
+        # 500 scale sets on a loaded 2-core machine take over a minute to open their sessions.
+        return process, wait_for(ready, timeout=300, what="the operator to be ready")
     except BenchError as exc:
         raise BenchError(f"{exc}; its log ends:\n{log_tail(log)}") from None
 
