@@ -133,10 +133,13 @@ def _alive(process: subprocess.Popen[bytes], log: Path, what: str) -> None:
         raise BenchError(f"{what} exited with {process.returncode}:\n{log_tail(log)}")
 
 
-def start_simulator(processes: Processes, *, poll_wait: float = 50.0) -> str:
+def start_simulator(
+    processes: Processes, *, poll_wait: float = 50.0, args: Sequence[str] = ()
+) -> str:
     """`runscaler simulator` on a free loopback port; its base URL."""
     process, log = processes.start(
-        ["simulator", "--listen", "127.0.0.1:0", "--poll-wait", str(poll_wait)], name="simulator"
+        ["simulator", "--listen", "127.0.0.1:0", "--poll-wait", str(poll_wait), *args],
+        name="simulator",
     )
 
     def url() -> str | None:
