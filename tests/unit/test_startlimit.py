@@ -4,11 +4,15 @@ the semaphore it replaces did."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
+from runscaler import cli
 from runscaler.backends.base import BackendError
+from runscaler.engine.running import Operator, RunSettings
 from runscaler.engine.startlimit import INITIAL_WINDOW, MAX_WINDOW, StartLimiter
+from runscaler.errors import EXIT_USER_ERROR
 from tests.waiting import eventually
 
 
@@ -150,3 +154,20 @@ async def test_a_cancelled_start_inside_teaches_nothing() -> None:
 def test_a_cap_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         StartLimiter(cap=0)
+
+
+def test_the_operator_has_one_fleet_wide_limiter_capped_only_by_the_flag(tmp_path: Path) -> None:
+    default = Operator(RunSettings(manifest=tmp_path / "fleet.yaml"))
+    assert isinstance(default._limiter, StartLimiter)
+    assert (default._limiter.cap, default._limiter.window) == (None, INITIAL_WINDOW)
+    capped = Operator(RunSettings(manifest=tmp_path / "fleet.yaml", start_concurrency=5))
+    assert (capped._limiter.cap, capped._limiter.window) == (5, 5)
+
+
+def test_a_start_concurrency_below_one_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.run(["run", str(tmp_path / "fleet.yaml"), "--start-concurrency", "0"])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USER_ERROR
+    assert err.splitlines() == [err] and "--start-concurrency must be at least 1" in err
