@@ -135,10 +135,13 @@ def _alive(process: subprocess.Popen[bytes], log: Path, what: str) -> None:
         raise BenchError(f"{what} exited with {process.returncode}:\n{log_tail(log)}")
 
 
-def start_simulator(processes: Processes, *, poll_wait: float = 50.0) -> str:
+def start_simulator(
+    processes: Processes, *, poll_wait: float = 50.0, args: Sequence[str] = ()
+) -> str:
     """`runscaler simulator` on a free loopback port; its base URL."""
     process, log = processes.start(
-        ["simulator", "--listen", "127.0.0.1:0", "--poll-wait", str(poll_wait)], name="simulator"
+        ["simulator", "--listen", "127.0.0.1:0", "--poll-wait", str(poll_wait), *args],
+        name="simulator",
     )
 
     def url() -> str | None:
@@ -177,7 +180,8 @@ def start_operator(
         return found[1] if answered else None
 
     try:
-        return process, wait_for(ready, timeout=60, what="the operator to be ready")
+        # 500 scale sets on a loaded 2-core machine take over a minute to open their sessions.
+        return process, wait_for(ready, timeout=300, what="the operator to be ready")
     except BenchError as exc:
         raise BenchError(f"{exc}; its log ends:\n{log_tail(log)}") from None
 

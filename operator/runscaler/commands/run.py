@@ -43,8 +43,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--start-concurrency",
         type=int,
-        default=16,
-        help="how many runners may be starting at once, fleet-wide (default: 16)",
+        default=None,
+        metavar="N",
+        help="at most N runners starting at once, fleet-wide (default: as many as are missing, "
+        "bounded by what the engine takes, learned from its answers)",
     )
     parser.add_argument(
         "--log-level",
@@ -84,7 +86,7 @@ def main(args: argparse.Namespace) -> int:
         level = "warning"
     setup_logging(level, args.log_format)
     path: Path = args.file or default_manifest_path()
-    if args.start_concurrency < 1:
+    if args.start_concurrency is not None and args.start_concurrency < 1:
         raise ConfigurationError("--start-concurrency must be at least 1")
     if args.timing_scale <= 0:
         raise ConfigurationError("--timing-scale must be positive")

@@ -14,20 +14,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TextIO
-
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from typing import TYPE_CHECKING, TextIO
 
 from runscaler.backends.docker_pull import PullEvent, PullProgress
+
+if TYPE_CHECKING:
+    # rich is imported only where bars are drawn: an operator under a service manager never
+    # draws one, and rich costs it several MiB.
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 log = logging.getLogger("runscaler.pulls")
 
@@ -144,6 +139,15 @@ class RichPullProgress:
         self._pulls: dict[str, PullState] = {}
 
     def pull_started(self, image: str) -> None:
+        from rich.markup import escape
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         if self._progress is None:
             self._progress = Progress(
                 TextColumn("pulling {task.description}"),
@@ -179,6 +183,8 @@ class RichPullProgress:
             total = state.total_bytes if state else 0
             self._progress.update(task, total=total or 1, completed=total or 1, layers="done")
         else:
+            from rich.markup import escape
+
             self._progress.update(task, layers=f"[red]failed: {escape(error)}[/red]")
         self._progress.stop_task(task)
         if not self._tasks:
@@ -190,5 +196,7 @@ def pull_progress(stream: TextIO | None = None) -> PullProgress:
     """A live display when `stream` (stderr by default) is a terminal, log lines otherwise."""
     stream = stream or sys.stderr
     if stream.isatty():
+        from rich.console import Console
+
         return RichPullProgress(Console(file=stream))
     return LogPullProgress()

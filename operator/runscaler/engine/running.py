@@ -26,6 +26,7 @@ from runscaler.engine.controller import Controller
 from runscaler.engine.fleetlock import FleetLock
 from runscaler.engine.reloader import Reloader, ReloadOutcome
 from runscaler.engine.scaleset import RuntimeTiming, ScaleSetRuntime
+from runscaler.engine.startlimit import StartLimiter
 from runscaler.engine.statefile import StateFile
 from runscaler.engine.status import FleetStatus
 from runscaler.engine.watcher import watch_manifest
@@ -45,7 +46,7 @@ class RunSettings:
     manifest: Path
     listen: str = "127.0.0.1:8080"
     state_dir: Path = field(default_factory=lambda: Path.home() / ".local/state/runscaler")
-    start_concurrency: int = 16
+    start_concurrency: int | None = None  # a cap on the adaptive start limit
     allow_empty: bool = False
     cleanup_on_exit: bool = False
     owner: str = field(default_factory=socket.gethostname)
@@ -60,7 +61,7 @@ class Operator:
     def __init__(self, settings: RunSettings, *, backend_pool: BackendPool | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics(self.snapshot)
-        self._limiter = asyncio.Semaphore(settings.start_concurrency)
+        self._limiter = StartLimiter(settings.start_concurrency)
         self._backends = backend_pool or BackendPool()
         self.controller = Controller(
             runtime_factory=self._new_runtime,

@@ -1,7 +1,8 @@
 """`ScaleSetClient`: the runner scale set API, one method per endpoint (protocol.md §1.4).
 
-One client serves one config URL with one set of credentials. It owns the HTTP connection
-pool and the admin token; `MessageSession`s it opens share both. Results are frozen models,
+One client serves one config URL with one set of credentials. It owns the admin token and
+leases the HTTP connection pool, shared with every client that reaches GitHub the same way
+(transport.py); `MessageSession`s it opens share both. Results are frozen models,
 failures are `GitHubError`s: nothing from httpx leaves this package.
 """
 
@@ -43,7 +44,7 @@ from runscaler.github.models import (
 from runscaler.github.retrying import RetryPolicy
 from runscaler.github.session import MessageSession
 from runscaler.github.tokens import AdminTokens
-from runscaler.github.transport import Response, Sender, build_http_client
+from runscaler.github.transport import Response, Sender, lease_http_client
 from runscaler.github.urls import actions_url, api_base
 from runscaler.logs import secrets
 from runscaler.manifest.values import ConfigURL, parse_config_url
@@ -82,10 +83,10 @@ class ScaleSetClient:
         self.config_url = config_url.strip().strip("/")
         self.api_base: str = api_base(self.scope)
         self.user_agent: UserAgent = user_agent or UserAgent()
-        self._http = build_http_client(
+        lease = lease_http_client(
             proxy=proxy, ca_bundle=ca_bundle, timeout=timeout, transport=transport
         )
-        self._sender = Sender(http=self._http, retry=retry, timeout=timeout)
+        self._sender = Sender(http=lease.client, retry=retry, timeout=timeout, lease=lease)
         self._tokens = AdminTokens(
             sender=self._sender,
             config=self.scope,
@@ -96,7 +97,7 @@ class ScaleSetClient:
         )
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._sender.aclose()
 
     async def __aenter__(self) -> ScaleSetClient:
         return self

@@ -137,6 +137,7 @@ def build_http_client(
     ca_bundle: Path | None,
     timeout: float,
     transport: httpx.AsyncBaseTransport | None,
+    limits: httpx.Limits | None = None,
 ) -> httpx.AsyncClient:
     """The one httpx client of a ScaleSetClient; proxy settings come from the environment too
     (`HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`), and `NO_PROXY` exempts hosts from `proxy`."""
@@ -154,6 +155,7 @@ def build_http_client(
             verify=ssl_context(ca_bundle),
             timeout=httpx.Timeout(timeout),
             transport=transport,
+            limits=limits or httpx.Limits(max_connections=100, max_keepalive_connections=20),
             follow_redirects=True,
             max_redirects=MAX_REDIRECTS,
             trust_env=True,
@@ -167,6 +169,83 @@ def build_http_client(
             f"invalid proxy URL: {exc}; use http://HOST:PORT or socks5://HOST:PORT "
             "(in github.proxy, HTTPS_PROXY or ALL_PROXY)"
         ) from exc
+
+
+# A shared client has no connection limit: every scale set holds one long poll open.
+_SHARED_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=20)
+
+
+class HTTPLease:
+    """One ScaleSetClient's use of an httpx client that it may share with others.
+
+    Scale sets of one fleet mostly reach one GitHub host the same way (same proxy, CA bundle
+    and timeout): they share one httpx client, so one connection pool and one set of proxy
+    transports, instead of one each. Credentials are not part of it (each request carries its
+    own token), so a scale set whose credentials change still reconnects on its own. The
+    client is closed when its last user lets go; a lease let go is closed for its user."""
+
+    def __init__(self, key: object, client: httpx.AsyncClient) -> None:
+        self._key = key
+        self.client = client
+        self.closed = False
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        shared = _SHARED.get(self._key)
+        if shared is None or shared[0] is not self.client:
+            await self.client.aclose()  # a private client
+            return
+        _, loop, users = shared
+        if users > 1:
+            _SHARED[self._key] = (self.client, loop, users - 1)
+            return
+        del _SHARED[self._key]
+        await self.client.aclose()
+
+
+_SHARED: dict[object, tuple[httpx.AsyncClient, asyncio.AbstractEventLoop, int]] = {}
+
+
+def lease_http_client(
+    *,
+    proxy: str | None,
+    ca_bundle: Path | None,
+    timeout: float,
+    transport: httpx.AsyncBaseTransport | None,
+) -> HTTPLease:
+    """A lease on the shared client for these settings (in this event loop), made on first
+    use; a private client when a transport is given (tests) or no loop is running."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if transport is not None or loop is None:
+        client = build_http_client(
+            proxy=proxy, ca_bundle=ca_bundle, timeout=timeout, transport=transport
+        )
+        return HTTPLease(object(), client)
+    environment = tuple(
+        os.environ.get(name)
+        for base in (*_PROXY_VARIABLES, "NO_PROXY")
+        for name in (base, base.lower())
+    )
+    key = (id(loop), proxy, id(ssl_context(ca_bundle)), timeout, environment)
+    shared = _SHARED.get(key)
+    if shared is None or shared[1] is not loop or shared[0].is_closed:
+        client = build_http_client(
+            proxy=proxy,
+            ca_bundle=ca_bundle,
+            timeout=timeout,
+            transport=None,
+            limits=_SHARED_LIMITS,
+        )
+        _SHARED[key] = (client, loop, 1)
+    else:
+        client = shared[0]
+        _SHARED[key] = (client, loop, shared[2] + 1)
+    return HTTPLease(key, client)
 
 
 def no_proxy_mounts(environ: Mapping[str, str]) -> dict[str, httpx.AsyncBaseTransport | None]:
@@ -206,11 +285,28 @@ class Sender:
         retry: RetryPolicy,
         timeout: float,
         sleep: Sleep = asyncio.sleep,
+        lease: HTTPLease | None = None,
     ) -> None:
         self.http = http
         self.retry = retry
         self.timeout = timeout
         self.sleep = sleep
+        self._lease = lease
+        self._exchanges: set[asyncio.Future[tuple[httpx.Response, bytes]]] = set()
+
+    @property
+    def closed(self) -> bool:
+        return self.http.is_closed or (self._lease is not None and self._lease.closed)
+
+    async def aclose(self) -> None:
+        """Close: calls on their way fail as `ClientClosedError`, as with a closed pool,
+        though a shared pool stays open for its other users."""
+        if self._lease is not None:
+            await self._lease.aclose()
+        else:
+            await self.http.aclose()
+        for exchange in list(self._exchanges):
+            exchange.cancel()
 
     async def send(
         self,
@@ -283,17 +379,25 @@ class Sender:
 
     async def _attempt(self, request: httpx.Request) -> Response:
         started = time.monotonic()
+        if self.closed:
+            raise self._closed_error(request) from RuntimeError("the client is closed")
+        # Its own task, so closing this client can stop it without closing a shared pool.
+        exchange = asyncio.ensure_future(self._exchange(request))
+        self._exchanges.add(exchange)
         try:
             async with asyncio.timeout(self.timeout):
-                reply = await self.http.send(request)
-                body = strip_bom(reply.content)
+                reply, body = await exchange
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if exchange.cancelled() and self.closed and (task is None or not task.cancelling()):
+                raise self._closed_error(request) from RuntimeError("the client was closed")
+            raise
         except RuntimeError as exc:
-            if not self.http.is_closed:
+            if not self.closed:
                 raise
-            # The scale set was stopped while this call was on its way: a GitHubError too.
-            raise ClientClosedError(
-                f"{request.method} {request.url}: the client was closed (its scale set stopped)"
-            ) from exc
+            raise self._closed_error(request) from exc
+        finally:
+            self._exchanges.discard(exchange)
         log.debug(
             "%s %s -> %d in %.0f ms",
             request.method,
@@ -307,6 +411,17 @@ class Sender:
             status=reply.status_code,
             headers=reply.headers,
             body=body,
+        )
+
+    async def _exchange(self, request: httpx.Request) -> tuple[httpx.Response, bytes]:
+        reply = await self.http.send(request)
+        return reply, strip_bom(reply.content)
+
+    @staticmethod
+    def _closed_error(request: httpx.Request) -> ClientClosedError:
+        # The scale set was stopped while this call was on its way: a GitHubError too.
+        return ClientClosedError(
+            f"{request.method} {request.url}: the client was closed (its scale set stopped)"
         )
 
 
