@@ -23,10 +23,11 @@ from rich.console import Console
 
 from runscaler.backends.base import LABEL_FLEET, LABEL_RUNNER, BackendError, RunnerSpec
 from runscaler.backends.docker import DockerBackend
-from runscaler.backends.docker_pull import PullEvent
+from runscaler.backends.docker_pull import PullEvent, is_mutable_tag
 from runscaler.console.pulls import LogPullProgress, RichPullProgress, pull_progress
 from runscaler.manifest.models import DockerTemplate
 from tests.integration.dockerkit import LocalRegistry, build_image, docker, free_port
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.docker
 
@@ -296,3 +297,54 @@ async def test_a_runner_that_exits_outdated_gets_its_mutable_tag_pulled_again(
     finally:
         await backend.close()
     assert progress.started == [payload, payload]
+
+
+async def test_always_pulls_again_once_the_refresh_interval_has_passed(
+    payload: str, fleet_name: str
+) -> None:
+    progress = Recorder()
+    backend = DockerBackend(fleet=fleet_name, pull_progress=progress, image_refresh=0.3)
+    try:
+        await backend.prepare(template(payload, "always"))
+        await backend.prepare(template(payload, "always"))
+        assert progress.started == [payload]  # fresh: not pulled per runner
+
+        async def pulled_again() -> bool:
+            await backend.prepare(template(payload, "always"))
+            return len(progress.started) == 2
+
+        await eventually(pulled_again, timeout=10, message="pulled again after the interval")
+    finally:
+        await backend.close()
+
+
+async def test_missing_refreshes_a_latest_tag_on_schedule_but_not_a_pinned_tag(
+    payload: str, busybox_image: str, local_registry: LocalRegistry, fleet_name: str
+) -> None:
+    latest = local_registry.push(busybox_image, "runscaler-test/payload-latest:latest")
+    progress = Recorder()
+    backend = DockerBackend(fleet=fleet_name, pull_progress=progress, image_refresh=0.3)
+    try:
+        for image in (latest, payload):
+            await backend.prepare(template(image, "missing"))  # absent: pulled once each
+        assert sorted(progress.started) == sorted([latest, payload])
+        progress.started.clear()
+
+        async def refreshed() -> bool:
+            for image in (latest, payload):
+                await backend.prepare(template(image, "missing"))
+            return bool(progress.started)
+
+        await eventually(refreshed, timeout=10, message="the latest tag pulled again")
+        assert progress.started == [latest]  # the pinned tag is never pulled again
+    finally:
+        await backend.close()
+        docker("rmi", "-f", latest, check=False)
+
+
+def test_only_latest_and_untagged_images_count_as_mutable() -> None:
+    assert is_mutable_tag("ghcr.io/actions/actions-runner:latest")
+    assert is_mutable_tag("ghcr.io/actions/actions-runner")
+    assert is_mutable_tag("127.0.0.1:5000/runner")  # a registry port is not a tag
+    assert not is_mutable_tag("127.0.0.1:5000/runner:2.320.0")
+    assert not is_mutable_tag("runner@sha256:" + "0" * 64)

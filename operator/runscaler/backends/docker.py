@@ -49,7 +49,7 @@ from runscaler.backends.docker_containers import (
     run_helper,
 )
 from runscaler.backends.docker_events import ExitSubscription, ExitWatch
-from runscaler.backends.docker_pull import ImagePuller, PullProgress
+from runscaler.backends.docker_pull import REFRESH_INTERVAL, ImagePuller, PullProgress
 from runscaler.backends.docker_spec import (
     container_name,
     docker_template,
@@ -83,6 +83,7 @@ class DockerBackend:
         host: str | None = None,
         tls: DockerTLSPaths | None = None,
         pull_progress: PullProgress | None = None,
+        image_refresh: float = REFRESH_INTERVAL,
     ) -> None:
         self.fleet = fleet
         self.host = host or default_host()
@@ -91,7 +92,9 @@ class DockerBackend:
         self._endpoint = parse_host(self.host, tls=self._tls)
         self._client: aiodocker.Docker | None = None
         self._socket_gid: int | None = None
-        self._puller = ImagePuller(docker=self.api, host=self.host, progress=pull_progress)
+        self._puller = ImagePuller(
+            docker=self.api, host=self.host, progress=pull_progress, refresh_interval=image_refresh
+        )
         self._exits = ExitWatch(
             docker=self.api, host=self.host, fleet=fleet, on_outdated=self._puller.mark_stale
         )

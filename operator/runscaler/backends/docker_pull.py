@@ -2,8 +2,10 @@
 
 Many scale sets may use one image and start at the same moment; they must share one pull, not
 race the engine with ten. `ImagePuller` keeps one in-flight pull task per (image, platform) that
-every caller awaits, and remembers which images `pull: always` has already refreshed in this
-process, so `always` means once per operator lifetime, not once per runner.
+every caller awaits, and remembers when each image was last refreshed, so `always` means once
+per `refresh_interval` (a day), not once per runner. A mutable tag (`:latest`, or no tag) under
+`missing` is refreshed on the same schedule: GitHub stops sending jobs to a runner more than 30
+days behind a release, so an image pulled once and kept forever ends up running no jobs.
 
 The engine's pull stream is turned into `PullEvent`s for a `PullProgress` (the console renders
 them); the renderer never sees the engine's raw JSON, and a renderer bug never breaks a pull.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -26,6 +29,15 @@ from runscaler.backends.docker_client import engine_calls
 log = logging.getLogger(__name__)
 
 PullPolicy = Literal["always", "missing", "never"]
+REFRESH_INTERVAL = 24 * 3600.0
+
+
+def is_mutable_tag(image: str) -> bool:
+    """`:latest` or no tag at all: what the registry serves under it changes over time."""
+    if "@" in image:
+        return False
+    last = image.rsplit("/", 1)[-1]
+    return ":" not in last or last.endswith(":latest")
 
 
 @dataclass(frozen=True)
@@ -86,12 +98,17 @@ class ImagePuller:
         docker: Callable[[], aiodocker.Docker],
         host: str,
         progress: PullProgress | None = None,
+        refresh_interval: float = REFRESH_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._docker = docker
         self._host = host
         self._progress = progress
+        self._refresh_interval = refresh_interval
+        self._clock = clock
         self._inflight: dict[tuple[str, str | None], asyncio.Task[None]] = {}
-        self._refreshed: set[tuple[str, str | None]] = set()
+        # When each (image, platform) was last pulled or checked, on `clock`.
+        self._refreshed: dict[tuple[str, str | None], float] = {}
         self._stale: set[str] = set()  # mutable tags whose runner said it is outdated
 
     def mark_stale(self, image: str) -> None:
@@ -106,7 +123,11 @@ class ImagePuller:
                 image,
             )
         self._stale.add(image)
-        self._refreshed = {key for key in self._refreshed if key[0] != image}
+        self._refreshed = {k: at for k, at in self._refreshed.items() if k[0] != image}
+
+    def _fresh(self, key: tuple[str, str | None]) -> bool:
+        at = self._refreshed.get(key)
+        return at is not None and self._clock() - at < self._refresh_interval
 
     async def ensure(self, image: str, *, policy: PullPolicy, platform: str | None) -> None:
         """Make `image` present per `policy` (see the manifest's `docker.pull`)."""
@@ -123,20 +144,26 @@ class ImagePuller:
             self._stale.discard(image)
             return
         if policy == "missing":
-            if not await self.present(image):
+            due = is_mutable_tag(image) and key in self._refreshed and not self._fresh(key)
+            if due:
+                await self._refresh(image, platform)
+            elif not await self.present(image):
                 await self.pull(image, platform=platform)
+            self._refreshed.setdefault(key, self._clock())
             return
-        if key in self._refreshed:
-            return
+        if not self._fresh(key):
+            await self._refresh(image, platform)
+
+    async def _refresh(self, image: str, platform: str | None) -> None:
+        """Pull again; an unreachable registry must not take a fleet down while a copy is at
+        hand (the next interval tries again)."""
         try:
             await self.pull(image, platform=platform)
         except BackendError as exc:
-            # An unreachable registry must not take a fleet down while a copy is at hand.
             if not await self.present(image):
                 raise
             log.warning("%s; using the copy already on the engine", exc)
-            return
-        self._refreshed.add(key)
+        self._refreshed[(image, platform)] = self._clock()
         self._stale.discard(image)
 
     async def present(self, image: str) -> bool:
