@@ -309,6 +309,13 @@ class RunnerOps:
             return
         try:
             await self._judge(name, exit_code)
+        except asyncio.CancelledError:
+            # Stopped while waiting for late events (a shutdown): its process has ended, so
+            # nothing of a job is left in it; its dead container must not outlive us.
+            record = book.get(name)
+            if record is not None and record.op in JUDGES:
+                await self.settle(self._clean(name))
+            raise
         finally:
             book.released(name, by=JUDGES)
 
