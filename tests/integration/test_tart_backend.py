@@ -322,6 +322,29 @@ async def test_a_new_operator_adopts_running_vms_and_sees_them_end(
         await second.close()
 
 
+async def test_closing_removes_powered_off_runner_vms_and_keeps_running_ones(
+    fake_tart: FakeTart, tmp_path: Path
+) -> None:
+    # A runner that ended just before a shutdown: its exit was never judged, but nothing of a
+    # job is left in its VM, so the VM's disk goes; a running one may hold a job and stays.
+    made = TartBackend(fleet=FLEET, timing=TIMING)
+    exits = made.exits({LABEL_FLEET: FLEET})
+    await made.start(tart_spec("ended-1"))  # the stand-in exits at once with a bad JIT
+    await asyncio.wait_for(exits.__anext__(), 20)
+    fake_tart.control(RUNNER_SCRIPT=sleeper(tmp_path))
+    await made.start(tart_spec("busy-1"))
+    [running] = fake_tart.running()
+    await made.close()
+    assert fake_tart.vms() == {running}
+    second = TartBackend(fleet=FLEET, timing=TIMING)
+    try:
+        assert [r.name for r in await second.list_owned({LABEL_FLEET: FLEET})] == ["busy-1"]
+        await second.remove("busy-1")
+    finally:
+        await second.close()
+    assert fake_tart.vms() == set()
+
+
 async def test_a_missing_image_is_pulled_once_and_a_bad_one_is_a_clear_error(
     backend: TartBackend, fake_tart: FakeTart
 ) -> None:

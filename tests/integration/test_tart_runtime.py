@@ -142,6 +142,12 @@ async def test_a_warm_pool_scale_set_runs_a_job_and_shutdown_removes_the_pool(
         return len(await done_jobs(sim)) == 1
 
     await eventually(one_done, timeout=120, interval=0.2, message="the job done")
+    # The job's VM powers off and is removed; the pool boots a fresh warm one in its place.
+    await eventually(
+        lambda: not any(vm.runner_started for vm in tart_backend.vms.values()),
+        timeout=60,
+        message="the job's VM removed",
+    )
     await runtime.shutdown()
     try:
         await eventually(

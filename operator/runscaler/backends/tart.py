@@ -262,12 +262,17 @@ class TartBackend:
         return [secrets.redact(line.replace(hidden, REDACTED) if hidden else line) for line in tail]
 
     async def close(self) -> None:
-        """Remove the warm pools' VMs; runner VMs stay (the next operator adopts them)."""
+        """Remove the warm pools' VMs and runner VMs that powered off; running runner VMs
+        stay (the next operator adopts them)."""
         if self._closed:
             return
         self._closed = True
         for key in list(self._pools):
             self._retire_pool(key)
+        for vm in list(self.vms.values()):
+            # Its runner has ended, so no job is left in it; its disk must not outlive us.
+            if vm.runner is not None and not vm.running:
+                self._spawn(self._finish_now(vm.name), f"tart-remove:{vm.name}")
         for follower in [*self._followers, *self.booter.watchers]:
             follower.cancel()
         tasks = list(self._tasks)
