@@ -68,6 +68,9 @@ class DemoSettings:
     image: str = RUNNER_IMAGE
     poll_wait: float = 2.0
     timing_scale: float = 0.1  # the operator's internal waits, shortened for a short show
+    # How long a stand-in runner keeps trying a simulator that went away (a killed demo takes
+    # its simulator with it); short, so what kill -9 leaves behind stops soon.
+    runner_retry: int = 15
     tick: float = 0.1
 
     @property
@@ -99,6 +102,8 @@ defaults:
     image: {settings.image}
     pull: never
     network: host
+    env:
+      RUNSCALER_SIM_RUNNER_RETRY: "{settings.runner_retry}"
 scaleSets:
   - name: linux
     labels: [self-hosted, linux]

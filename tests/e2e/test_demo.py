@@ -314,9 +314,9 @@ def test_after_kill_9_doctor_names_the_demo_fleet_and_fix_removes_its_runners(
             check=False,
         )
 
-    # Its runners lost their simulator; they give up after their retry time (60 s) and exit.
+    # Its runners lost their simulator; they give up after their retry time (15 s) and exit.
     eventually_sync(
-        lambda: running_containers(fleet) == [], timeout=150, message="the runners to exit"
+        lambda: running_containers(fleet) == [], timeout=90, message="the runners to exit"
     )
     listed = doctor()
     assert (
