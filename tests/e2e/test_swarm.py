@@ -38,8 +38,20 @@ def swarm_e2e(e2e: E2E, swarm_cluster: SwarmCluster) -> Iterator[E2E]:
 
 
 def swarm_set(cluster: SwarmCluster, image: str, **fields: Any) -> dict[str, Any]:
-    swarm = {"image": image, "host": cluster.host, "network": "host", **fields.pop("swarm", {})}
+    swarm = {
+        "image": image,
+        "host": cluster.host,
+        "network": "host",
+        "engineSocket": cluster.engine_socket,
+        **fields.pop("swarm", {}),
+    }
     return {"name": "linux", "backend": "swarm", "maxRunners": 4, "swarm": swarm, **fields}
+
+
+def runner_containers(cluster: SwarmCluster, fleet: str) -> set[str]:
+    """The fleet's containers on either node, but for its per-node hygiene jobs' (exited)."""
+    ours = set(cluster.containers(f"dev.runscaler.fleet={fleet}"))
+    return ours - set(cluster.containers("dev.runscaler.role=hygiene"))
 
 
 @pytest.mark.timeout(240)
@@ -119,7 +131,7 @@ async def test_jobs_run_on_both_nodes_and_a_failed_node_loses_its_runners_not_th
     # (Docker 20.10 keeps a finished job's container on its node after the service is gone;
     # on the manager the backend removes it), and node 2's lost ones went when it rejoined.
     await eventually(
-        lambda: not swarm_cluster.containers(label),
+        lambda: not runner_containers(swarm_cluster, e2e.fleet),
         timeout=60,
         interval=0.5,
         message="no runner container left on either node",
@@ -127,27 +139,54 @@ async def test_jobs_run_on_both_nodes_and_a_failed_node_loses_its_runners_not_th
 
 
 @pytest.mark.timeout(180)
-async def test_a_constraint_pins_the_warm_runners_to_one_node(
-    swarm_e2e: E2E, swarm_cluster: SwarmCluster, swarm_runner_image: str
+async def test_a_constraint_pins_the_runners_and_the_node_clean_up_to_one_node(
+    swarm_e2e: E2E, swarm_cluster: SwarmCluster, swarm_runner_image: str, hygiene_image: str
 ) -> None:
     e2e = swarm_e2e
     label = f"dev.runscaler.fleet={e2e.fleet}"
-    pin = {"constraints": [pinned(swarm_cluster, swarm_cluster.worker_id)]}
+    # A BuildKit builder a dind job left on each node (named as buildx names them).
+    builder = f"buildx_buildkit_e2e{e2e.fleet.replace('-', '')}0"
+    engines = swarm_cluster.engines().values()
+    for engine in engines:
+        engine.docker("run", "-d", "--name", builder, swarm_cluster.image, "sleep", "300")
+    pin = {
+        "constraints": [pinned(swarm_cluster, swarm_cluster.worker_id)],
+        "dind": True,
+        "hygiene": {"image": hygiene_image, "interval": "2s", "buildxTtl": "1s"},
+    }
     manifest = e2e.manifest([swarm_set(swarm_cluster, swarm_runner_image, minRunners=2, swarm=pin)])
-    operator = e2e.start(e2e.write(manifest))
-    await operator.wait_ready()
+    try:
+        operator = e2e.start(e2e.write(manifest))
+        await operator.wait_ready()
 
-    def two_running() -> dict[str, tuple[str, str]] | None:
-        tasks = swarm_cluster.runner_tasks(label)
-        running = {r: t for r, t in tasks.items() if t[1] == "running"}
-        return running if len(running) == 2 else None
+        def two_running() -> dict[str, tuple[str, str]] | None:
+            tasks = swarm_cluster.runner_tasks(label)
+            running = {r: t for r, t in tasks.items() if t[1] == "running"}
+            return running if len(running) == 2 else None
 
-    running = await eventually(two_running, timeout=60, interval=0.3, message="two warm runners")
-    assert {node for node, _ in running.values()} == {swarm_cluster.worker_id}
+        running = await eventually(two_running, timeout=60, interval=0.3, message="two runners")
+        assert {node for node, _ in running.values()} == {swarm_cluster.worker_id}
 
-    operator.signal(signal.SIGTERM)
-    assert await operator.wait(timeout=60) == 0
-    assert swarm_cluster.services(label) == []
+        # The operator cleans the node its runners may use, and only that one.
+        def builder_on(engine: Any) -> bool:
+            names = engine.docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
+            return builder in names
+
+        await eventually(
+            lambda: not builder_on(swarm_cluster.worker),
+            timeout=60,
+            interval=0.5,
+            message="the worker's builder removed by the operator's per-node clean-up",
+        )
+        assert builder_on(swarm_cluster.manager)
+
+        operator.signal(signal.SIGTERM)
+        assert await operator.wait(timeout=60) == 0
+        assert swarm_cluster.services(label) == []
+        assert "swarm hygiene on node" not in operator.log_text()  # no node failed it
+    finally:
+        for engine in engines:
+            engine.docker("rm", "-fv", builder, check=False)
 
 
 @pytest.mark.timeout(180)

@@ -9,6 +9,12 @@ it nor `docker_gwbridge`). The busybox runner image goes through the local regis
 127.0.0.1), so each node pulls it as a real swarm would. At the end every service is removed,
 both engines leave the swarm and are stopped by PID, and their directories are deleted.
 
+Both engines run on this one machine, so a path such as /var/run/docker.sock cannot mean "this
+node's engine" to a task: `SwarmCluster.engine_socket` is a Swarm template
+(`<dir>/{{.Node.ID}}.sock`, a link per node to its engine's socket), which is what the
+operator's `swarm.engineSocket` takes. `hygiene_image` (session) is busybox with the host's
+docker CLI, in the local registry, for the per-node hygiene job.
+
 `SwarmCluster.stop_worker()` is a node failure (its engine stops); `start_worker()` brings the
 node back (same data root: it rejoins), so later tests find two nodes again.
 """
@@ -17,7 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import secrets
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +34,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.dockerkit import Dockerd, LocalRegistry, docker, free_port, start_dockerd
+from tests.integration.dockerkit import (
+    BUSYBOX,
+    Dockerd,
+    LocalRegistry,
+    build_image,
+    docker,
+    free_port,
+    start_dockerd,
+)
 from tests.waiting import eventually_sync
 
 RUNNER_LABEL = "dev.runscaler.runner"
@@ -41,6 +58,16 @@ class SwarmCluster:
     image: str  # the busybox image, as every node pulls it from the local registry
     worker_root: Path
     worker_port: int
+    sockets: Path  # <node id>.sock -> that node's engine socket
+
+    @property
+    def engine_socket(self) -> str:
+        """Each node's own engine socket, as a Swarm template tasks expand on their node."""
+        return f"{self.sockets}/{{{{.Node.ID}}}}.sock"
+
+    def engines(self) -> dict[str, Dockerd]:
+        """Node id -> its engine."""
+        return {self.manager_id: self.manager, self.worker_id: self.worker}
 
     @property
     def host(self) -> str:
@@ -170,7 +197,11 @@ def running_swarm(image: str) -> Iterator[SwarmCluster]:
             image=image,
             worker_root=worker_root,
             worker_port=port,
+            sockets=base / "sockets",
         )
+        cluster.sockets.mkdir()
+        for node_id, engine in cluster.engines().items():
+            (cluster.sockets / f"{node_id}.sock").symlink_to(engine.root / "docker.sock")
         eventually_sync(
             lambda: (
                 all(n["state"] == "Ready" for n in cluster.nodes().values())
@@ -208,3 +239,31 @@ def swarm_cluster(
 def pinned(cluster: SwarmCluster, node_id: str) -> str:
     """A placement constraint that pins tasks to one node."""
     return f"node.id=={node_id}"
+
+
+@pytest.fixture(scope="session")
+def hygiene_image(
+    swarm_cluster: SwarmCluster,
+    local_registry: LocalRegistry,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """busybox and this host's docker CLI (with the libraries it links), in the registry."""
+    cli = shutil.which("docker")
+    assert cli is not None
+    context = tmp_path_factory.mktemp("hygiene-image")
+    shutil.copy(BUSYBOX, context / "busybox")
+    shutil.copy(cli, context / "docker")
+    lines = ["FROM scratch", "COPY busybox /bin/busybox", "COPY docker /bin/docker"]
+    # A static CLI links nothing (ldd then fails); Debian's links the C library.
+    linked = subprocess.run(["ldd", cli], capture_output=True, text=True, check=False).stdout
+    for index, path in enumerate(re.findall(r"(/\S+\.so[.\d]*)", linked)):
+        shutil.copy(path, context / f"lib{index}")
+        lines.append(f"COPY lib{index} {path}")
+    lines.append('RUN ["/bin/busybox", "--install", "-s", "/bin"]')
+    local = f"runscaler-test/hygiene-build:{secrets.token_hex(4)}"
+    build_image(local, dockerfile="\n".join(lines) + "\n", context=context)
+    try:
+        yield local_registry.push(local, "runscaler-test/hygiene:1")
+    finally:
+        docker("rmi", "-f", local, check=False)
+        shutil.rmtree(context, ignore_errors=True)

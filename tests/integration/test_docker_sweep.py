@@ -13,14 +13,18 @@ import json
 import logging
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from runscaler.backends.docker import DockerBackend
 from runscaler.backends.docker_sweep import housekeeping, sweep_buildx, sweep_shared_volume
-from runscaler.manifest.models import DockerTemplate
+from runscaler.engine.backendpool import BackendPool
+from runscaler.engine.scaler import Template
+from runscaler.manifest.models import DockerTemplate, ScaleSet
 from tests.integration.dockerkit import FLEET_LABEL, docker
 from tests.waiting import eventually
 
@@ -270,3 +274,58 @@ async def test_housekeeping_logs_a_failed_sweep_and_keeps_going(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert "cannot run the sweep helper from runscaler-test/absent:nope" in caplog.text
+
+
+@dataclass
+class _Scaler:
+    backend: Any
+    template: Template
+
+
+@dataclass
+class _Runtime:
+    scaler: _Scaler
+
+
+@dataclass
+class _Controller:
+    runtimes: dict[tuple[str, str], _Runtime] = field(default_factory=dict)
+
+
+async def test_the_operators_backend_pool_sweeps_its_engines_with_the_templates_in_force(
+    fleet_name: str, busybox_image: str, tmp_path: Path
+) -> None:
+    # The wiring the running operator uses: the pool starts one sweeper per engine and feeds it
+    # the templates of the scale sets on that engine as they are now.
+    scale_set = ScaleSet.model_validate(
+        {
+            "name": "linux",
+            "github": {"url": "https://github.com/acme", "auth": {"token": "env:T"}},
+            "maxRunners": 1,
+            "docker": {
+                "image": busybox_image,
+                "pull": "never",
+                "sharedVolume": {"path": "/cache", "ttl": "1h", "cleanupInterval": "200ms"},
+            },
+        }
+    )
+    pool = BackendPool()
+    try:
+        backend = pool.backend_for(fleet_name, scale_set, tmp_path)
+        assert isinstance(backend, DockerBackend)
+        await backend.prepare(scale_set.template)
+        in_shared_volume(
+            fleet_name, busybox_image, script=f"echo a > /s/old && touch -d '{OLD}' /s/old"
+        )
+        controller = _Controller()
+        controller.runtimes[("acme", "linux")] = _Runtime(
+            _Scaler(backend, Template(spec=scale_set.template, hash="h"))
+        )
+        pool.start_housekeeping(controller)
+        await eventually(
+            lambda: shared_files(fleet_name, busybox_image) == [],
+            timeout=20,
+            message="the old file to be swept by the operator's sweeper",
+        )
+    finally:
+        await pool.close()

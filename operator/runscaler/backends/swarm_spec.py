@@ -66,7 +66,7 @@ def runner_service(spec: RunnerSpec, *, fleet: str) -> dict[str, Any]:
     mounts = [_mount(volume) for volume in template.volumes]
     if template.dind:
         mounts.append(
-            {"Type": "bind", "Source": RUNNER_DOCKER_SOCKET, "Target": RUNNER_DOCKER_SOCKET}
+            {"Type": "bind", "Source": template.engine_socket, "Target": RUNNER_DOCKER_SOCKET}
         )
     container: dict[str, Any] = {
         "Image": template.image,

@@ -22,7 +22,7 @@ from runscaler.backends.docker import DockerBackend
 from runscaler.backends.docker_client import engine_calls
 from runscaler.backends.docker_containers import force_remove
 from runscaler.backends.docker_sweep import BuildxSweep, sweep_buildx
-from runscaler.doctoring.placed import Placed, remove_placed
+from runscaler.doctoring.placed import HYGIENE_JOB, Placed, remove_placed
 from runscaler.doctoring.report import Leftover, Outcome
 from runscaler.engine.statefile import StateFile
 from runscaler.github.client import ScaleSetClient
@@ -69,6 +69,9 @@ async def _fix(
         return _swept(leftover, swept[leftover.engine])
     if kind == "removed scale set":
         return await _finish_deletion(leftover, context)
+    if kind == HYGIENE_JOB:  # no runner in it: nothing to unregister
+        how = await remove_placed(leftover, context.placed)
+        return Outcome(leftover, True, how)
     if kind in ("tart VM", "swarm service"):
         return await _remove_placed(leftover, context)
     done = "removed"

@@ -2,8 +2,9 @@
 search per `TART_HOME` the manifest uses) and Swarm services (one per manager).
 
 Only the fleet's own VMs (their names carry its tag) and services (its labels) are listed. A
-stopped VM and a service whose task ended, was lost with its node or cannot be placed are
-leftovers; a running VM is one only when no operator of the fleet runs (nothing watches it).
+stopped VM, a service whose task ended, was lost with its node or cannot be placed, and a
+per-node hygiene job past its deadline are leftovers; a running VM is one only when no
+operator of the fleet runs (nothing watches it).
 `--fix` unregisters a runner on GitHub before its VM or service goes, and keeps one GitHub
 says is running a job.
 """
@@ -13,12 +14,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from runscaler.backends import tart
 from runscaler.backends.base import BackendError, RunnerNotFound
 from runscaler.backends.swarm import SwarmBackend, leftover_services
+from runscaler.backends.swarm_hygiene import HYGIENE_TIMEOUT, remove_job, stale_jobs
 from runscaler.doctoring.report import Leftover
 from runscaler.manifest.models import ScaleSet
+
+HYGIENE_JOB: Final = "swarm hygiene job"
 
 
 @dataclass
@@ -72,15 +77,31 @@ async def vm_leftovers(
 
 
 async def service_leftovers(
-    fleet: str, swarms: Mapping[str, SwarmBackend], *, notes: list[str]
+    fleet: str,
+    swarms: Mapping[str, SwarmBackend],
+    *,
+    notes: list[str],
+    hygiene_age: float = HYGIENE_TIMEOUT,
 ) -> list[Leftover]:
     found: list[Leftover] = []
     for host, backend in swarms.items():
         try:
             services = await leftover_services(backend)
+            jobs = await stale_jobs(backend, older_than=hygiene_age)
         except BackendError as exc:
             notes.append(f"Swarm services on {host} not searched: {exc}")
             continue
+        found += [
+            Leftover(
+                fleet=fleet,
+                kind=HYGIENE_JOB,
+                name=job,
+                where=host,
+                reason="a per-node hygiene job its operator never removed (killed mid-run?)",
+                engine=host,
+            )
+            for job in jobs
+        ]
         found += [
             Leftover(
                 fleet=fleet,
@@ -99,6 +120,9 @@ async def service_leftovers(
 
 async def remove_placed(leftover: Leftover, placed: Placed) -> str:
     """Remove a Tart VM or a Swarm service (the caller unregistered its runner first)."""
+    if leftover.kind == HYGIENE_JOB:
+        gone = await remove_job(placed.swarms[leftover.engine], leftover.name)
+        return "removed" if gone else "already gone"
     if leftover.kind == "tart VM":
         home = placed.tart_homes.get(leftover.engine)
         gone = await tart.remove_leftover(leftover.fleet, leftover.name, home)

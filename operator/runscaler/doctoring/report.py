@@ -23,6 +23,7 @@ LeftoverKind = Literal[
     "buildx volume",
     "tart VM",
     "swarm service",
+    "swarm hygiene job",
 ]
 
 

@@ -30,6 +30,7 @@ from runscaler.backends.docker import DockerBackend, DockerTLSPaths
 from runscaler.backends.docker_client import default_host, parse_host, ssl_context
 from runscaler.backends.docker_sweep import housekeeping
 from runscaler.backends.swarm import SwarmBackend
+from runscaler.backends.swarm_hygiene import housekeeping as swarm_housekeeping
 from runscaler.backends.tart import TartBackend, tart_home
 from runscaler.console.pulls import pull_progress
 from runscaler.manifest.models import RunnerTemplate, ScaleSet
@@ -39,12 +40,17 @@ log = logging.getLogger(__name__)
 EngineKey = tuple[str, Path | None, Path | None, Path | None]
 
 
+class _Template(Protocol):
+    @property
+    def spec(self) -> RunnerTemplate: ...
+
+
 class _Scaler(Protocol):
     @property
     def backend(self) -> Backend: ...
 
     @property
-    def template(self) -> object: ...
+    def template(self) -> _Template: ...
 
 
 class _Runtime(Protocol):
@@ -170,6 +176,8 @@ class BackendPool:
                 spaths = DockerTLSPaths(ca=skey[1], cert=skey[2], key=skey[3]) if stls else None
                 swarm = SwarmBackend(fleet=fleet, host=skey[0], tls=spaths)
                 self._swarm[skey] = swarm
+                if self._controller is not None:
+                    self._start_sweeps(swarm)
             return swarm
         tls = scale_set.docker.tls
         key = _engine_key(scale_set, base_dir)
@@ -188,24 +196,27 @@ class BackendPool:
         """Run each engine's sweepers over the templates of the scale sets using it now
         (engines first used by a later reload get theirs then)."""
         self._controller = controller
-        for backend in self._docker.values():
+        engines: list[DockerBackend | SwarmBackend] = [*self._docker.values()]
+        for backend in [*engines, *self._swarm.values()]:
             self._start_sweeps(backend)
 
-    def _start_sweeps(self, backend: DockerBackend) -> None:
+    def _start_sweeps(self, backend: DockerBackend | SwarmBackend) -> None:
         controller = self._controller
         assert controller is not None
 
         def templates() -> Iterable[object]:
             return [
-                runtime.scaler.template
+                runtime.scaler.template.spec
                 for runtime in controller.runtimes.values()
                 if runtime.scaler.backend is backend
             ]
 
-        task = asyncio.create_task(
-            housekeeping(backend, templates), name=f"housekeeping:{backend.host}"
-        )
-        self._housekeeping.append(task)
+        if isinstance(backend, SwarmBackend):
+            loop = swarm_housekeeping(backend, templates)
+            name = f"housekeeping:swarm:{backend.host}"
+        else:
+            loop, name = housekeeping(backend, templates), f"housekeeping:{backend.host}"
+        self._housekeeping.append(asyncio.create_task(loop, name=name))
 
     async def close(self) -> None:
         for task in self._housekeeping:

@@ -261,12 +261,32 @@ class SwarmPreference(Model):
     )
 
 
+class SwarmHygiene(Model):
+    """Housekeeping on every node the runners may use, run by the operator as a global-mode
+    job: the fleet's exited containers go and, with `dind`, BuildKit builders jobs left."""
+
+    enabled: bool = Field(default=True, description="run the per-node clean-up")
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        description="an image with sh and the docker CLI, pullable by every node "
+        "(default: the runner image; the official one has both)",
+    )
+    interval: Duration = Field(default=3600, gt=0, description="how often it runs on every node")
+    buildx_ttl: Duration = Field(
+        default=24 * 3600,
+        gt=0,
+        description="with dind: BuildKit builders older than this (or stopped) are removed",
+    )
+
+
 class SwarmTemplate(Model):
     """How a runner service is made on a Docker Swarm. Changing any of it rolls idle runners.
 
-    The `docker:` fields a Swarm service supports, plus where Swarm may place it. There is no
-    `pull` (every node pulls the image when a task lands there), `platform` (write it as a
-    constraint), `sharedVolume` or `buildxCleanup` (per-node housekeeping: see the README)."""
+    The `docker:` fields a Swarm service supports, plus where Swarm may place it and how each
+    node is kept clean. There is no `pull` (every node pulls the image when a task lands
+    there), `platform` (write it as a constraint), `sharedVolume` or `buildxCleanup` (per-node
+    housekeeping is `hygiene`: see docs/swarm.md)."""
 
     image: str = Field(
         default=DEFAULT_DOCKER_IMAGE,
@@ -281,6 +301,12 @@ class SwarmTemplate(Model):
     dind: bool = Field(
         default=False,
         description="mount the node's engine socket into runners (root on that node for any job)",
+    )
+    engine_socket: str = Field(
+        default="/var/run/docker.sock",
+        pattern=r"^/",
+        description="the engine's Unix socket on every node, for dind and hygiene "
+        "(Swarm's templates work: /run/{{.Node.Hostname}}/docker.sock)",
     )
     cpus: float | None = Field(
         default=None, gt=0, description="CPU cores, reserved for placement and the limit"
@@ -311,6 +337,9 @@ class SwarmTemplate(Model):
         default=(),
         description="placement preferences, e.g. [{spread: node.labels.zone}] (a hint: "
         "Swarm does not spread one-task services by it; see the README)",
+    )
+    hygiene: SwarmHygiene = Field(
+        default=SwarmHygiene(), description="clean-up on every node the runners may use"
     )
 
 
