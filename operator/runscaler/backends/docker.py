@@ -34,7 +34,7 @@ from runscaler.backends.base import (
 )
 from runscaler.backends.docker_client import (
     DockerTLSPaths,
-    connect,
+    LazyClient,
     default_host,
     default_tls,
     engine_calls,
@@ -90,7 +90,7 @@ class DockerBackend:
         # Like the docker CLI: an engine named by the environment brings its TLS settings.
         self._tls = tls if tls is not None or host is not None else default_tls(self.host)
         self._endpoint = parse_host(self.host, tls=self._tls)
-        self._client: aiodocker.Docker | None = None
+        self._client = LazyClient(self._endpoint, self._tls)
         self._socket_gid: int | None = None
         self._puller = ImagePuller(
             docker=self.api, host=self.host, progress=pull_progress, refresh_interval=image_refresh
@@ -106,16 +106,12 @@ class DockerBackend:
 
     def api(self) -> aiodocker.Docker:
         """The aiodocker client (created on first use); wrap calls in `engine_calls`."""
-        if self._client is None:
-            self._client = connect(self._endpoint, self._tls)
-        return self._client
+        return self._client.get()
 
     async def close(self) -> None:
         await self._exits.close()
         await self._puller.close()
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
+        await self._client.close()
 
     # -- Backend ---------------------------------------------------------------------------
 

@@ -111,6 +111,26 @@ def connect(endpoint: Endpoint, tls: DockerTLSPaths | None) -> aiodocker.Docker:
     return aiodocker.Docker(url=endpoint.url, ssl_context=context, timeout=timeout)
 
 
+class LazyClient:
+    """One engine's aiodocker client, made on first use: `plan` and `doctor` build backends
+    they may never call, and a closed client is made again if the backend is used again."""
+
+    def __init__(self, endpoint: Endpoint, tls: DockerTLSPaths | None) -> None:
+        self._endpoint = endpoint
+        self._tls = tls
+        self._client: aiodocker.Docker | None = None
+
+    def get(self) -> aiodocker.Docker:
+        if self._client is None:
+            self._client = connect(self._endpoint, self._tls)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+
 def engine_message(exc: BaseException) -> str:
     """The engine's own words behind a translated error (else the error's message)."""
     seen: BaseException | None = exc

@@ -34,7 +34,7 @@ from runscaler.backends.base import (
 )
 from runscaler.backends.docker_client import (
     DockerTLSPaths,
-    connect,
+    LazyClient,
     default_host,
     default_tls,
     engine_calls,
@@ -86,7 +86,7 @@ class SwarmBackend:
         self.host = host or default_host()
         self._tls = tls if tls is not None or host is not None else default_tls(self.host)
         self._endpoint = parse_host(self.host, tls=self._tls)
-        self._client: aiodocker.Docker | None = None
+        self._client = LazyClient(self._endpoint, self._tls)
         self._watch = TaskWatch(self._snapshot, interval=poll_interval)
         self._start_timeout = start_timeout
         self._jit_configs: dict[str, str] = {}
@@ -95,15 +95,11 @@ class SwarmBackend:
         self._own_node: str | None = None
 
     def api(self) -> aiodocker.Docker:
-        if self._client is None:
-            self._client = connect(self._endpoint, self._tls)
-        return self._client
+        return self._client.get()
 
     async def close(self) -> None:
         await self._watch.close()
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
+        await self._client.close()
 
     # -- Backend ---------------------------------------------------------------------------
 
