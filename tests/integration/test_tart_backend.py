@@ -309,7 +309,9 @@ async def test_a_new_operator_adopts_running_vms_and_sees_them_end(
         [owned] = await second.list_owned({LABEL_FLEET: FLEET})
         assert (owned.name, owned.running) == ("old-1", True)
         assert second.slots.in_use == frozenset({0})
-        fake_tart.tart("exec", vm, "sh", "-c", "sudo shutdown -h now")
+        # The guest powering off may take the exec down with it (as a real VM drops the
+        # agent's connection): its exit code says nothing.
+        fake_tart.tart("exec", vm, "sh", "-c", "sudo shutdown -h now", check=False)
         housekeeping = asyncio.create_task(second.serve())
         event = await asyncio.wait_for(exits.__anext__(), 10)
         assert event.name == "old-1"
