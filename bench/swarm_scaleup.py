@@ -8,7 +8,7 @@ parallel (each returns once its task runs); the baseline is N `docker service cr
 resolve digests either), then waiting for every task to run, observed by the same task listing.
 Rounds alternate which side goes first; medians are compared.
 
-    python bench/swarm_scaleup.py [--runners 12] [--rounds 3]
+    python bench/swarm_scaleup.py [--runners 12] [--rounds 3] [--quick]
 
 Besides the time to N running, each side's "create" time (all create calls answered) is
 printed: when it is most of the total, the manager's rate of accepting services is the limit.
@@ -208,7 +208,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runners", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="one round")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds = 1
     root = Path(tempfile.mkdtemp(prefix="runscaler-bench-swarm-"))
     tag = f"runscaler-bench/busybox:{secrets.token_hex(4)}"
     registry: Registry | None = None

@@ -21,10 +21,13 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ("plan", "scaleup", "pickup", "reload", "memory", "shutdown")
+BENCHMARKS = (
+    "plan", "scaleup", "pickup", "reload", "memory", "shutdown", "tart_pool", "swarm_scaleup"
+)  # fmt: skip
 SUMMARY = re.compile(r"^(?P<name>[a-z][\w ()=,.-]*): (?P<value>.+?) \((?P<against>.+)\)$")
 FIGURE = re.compile(
-    r"^(validate|plan|scaleup|pickup|reload|memory|shutdown)( \(.*\)| per scale set)?$"
+    r"^(validate|plan|scaleup|pickup|reload|memory|shutdown|tart pickup|swarm_scaleup)"
+    r"( \(.*\)| per scale set)?$"
 )
 AGAINST = re.compile(
     r"^(?:ratio (?P<ratio>[\d.]+) vs|overhead (?P<overhead>\S+ s) over) (?P<base>.+)$"

@@ -44,24 +44,20 @@ async def backend(fake_tart: FakeTart, tmp_path: Path) -> AsyncIterator[TartBack
             await made.booter.destroy(vm)
 
 
-async def test_a_warm_pickup_is_faster_than_a_cold_start_and_the_pool_refills(
+async def test_a_warm_pickup_takes_the_vm_the_pool_booted_and_the_pool_refills(
     backend: TartBackend, fake_tart: FakeTart
 ) -> None:
-    fake_tart.control(**BOOT)
-    began = time.monotonic()
-    await backend.start(tart_spec("cold-1"))
-    cold = time.monotonic() - began
-    await backend.remove("cold-1")
-
+    # How much faster that is, is bench/tart_pool.py's business; here, that it is so by design:
+    # the pickup hands the JIT config to the VM the pool booted before the job came.
     backend.register(KEY, tart_spec("x", poolSize=1).template)
     exits = backend.exits(SELECTOR)  # the scale set runs: its pool fills
     pool = backend._pools[KEY]
     await eventually(lambda: len(pool.ready) == 1, timeout=60, message="a warm VM")
-    began = time.monotonic()
+    [warm_vm] = pool.ready
+    booted = fake_tart.state()["running"][warm_vm.name]["started"]
     await backend.start(tart_spec("warm-1", poolSize=1))
-    warm = time.monotonic() - began
-    print(f"\ncold start {cold:.2f}s, warm pickup {warm:.2f}s ({cold / warm:.1f}x faster)")
-    assert warm < cold / 2, (cold, warm)
+    assert backend.vms[warm_vm.name].runner == "warm-1"
+    assert fake_tart.state()["running"][warm_vm.name]["started"] == booted  # not booted again
     [owned] = await backend.list_owned(SELECTOR)
     assert owned.name == "warm-1" and owned.running
     # The pool boots the next VM in the host's other slot.
