@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
-from runscaler.manifest.models import Auth, Fleet, ScaleSet
+from runscaler.manifest.models import Auth, Fleet, ScaleSet, is_housekeeping
 from runscaler.manifest.values import format_duration, format_size, is_literal_secret
 
 Action = Literal["create", "update", "replace", "delete", "no-op"]
@@ -38,6 +38,7 @@ Kind = Literal[
     "suspend",
     "drain_timeout",
     "scale_down_delay",
+    "housekeeping",
 ]
 
 
@@ -65,6 +66,7 @@ NOTE_CREDENTIALS = "reconnects this scale set only"
 NOTE_RESUME = "resumed: takes new jobs again"
 NOTE_DRAIN_TIMEOUT = "applies to the current or next drain"
 NOTE_SCALE_DOWN_DELAY = "applies to the next scale-down"
+NOTE_HOUSEKEEPING = "applies to the next clean-up; runners are kept"
 
 _SECRET_PATHS = ("github.auth.token", "github.auth.app.privateKey")
 _SECRET_PREFIXES = ("docker.env.", "swarm.env.")
@@ -103,6 +105,7 @@ class Effects:
     resume: bool = False  # suspended true -> false: take jobs again
     drain_timeout: bool = False  # applies to a drain in progress too
     scale_down_delay: bool = False  # applies to the next scale-down
+    housekeeping: bool = False  # sweeps, refreshes, pruning: read by their next round
 
     @property
     def any(self) -> bool:
@@ -294,6 +297,8 @@ def _kind(path: str, scale_set: ScaleSet) -> Kind:
         return "scale_down_delay"
     if top in ("docker", "tart", "swarm") and top != scale_set.backend:
         return "inactive"
+    if is_housekeeping(path):
+        return "housekeeping"
     return "template"  # backend, the active block, and anything new: replacing idle is safe
 
 
@@ -314,6 +319,7 @@ def _note(kind: Kind, path: str, *, before: ScaleSet, after: ScaleSet) -> str:
         "credentials": NOTE_CREDENTIALS,
         "drain_timeout": NOTE_DRAIN_TIMEOUT,
         "scale_down_delay": NOTE_SCALE_DOWN_DELAY,
+        "housekeeping": NOTE_HOUSEKEEPING,
     }
     return notes[kind]
 
@@ -346,6 +352,7 @@ def _effects(changes: tuple[FieldChange, ...]) -> Effects:
         resume=False in suspended,
         drain_timeout="drain_timeout" in kinds,
         scale_down_delay="scale_down_delay" in kinds,
+        housekeeping="housekeeping" in kinds,
     )
 
 

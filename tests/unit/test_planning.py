@@ -91,8 +91,8 @@ UPDATES = [
     ),
     pytest.param(
         {"docker": {"sharedVolume": {"path": "/cache"}}},
-        {"docker": {"sharedVolume": {"path": "/cache", "ttl": "1h"}}},
-        {"docker.sharedVolume.ttl": ("0", "1h")},
+        {"docker": {"sharedVolume": {"path": "/data"}}},
+        {"docker.sharedVolume.path": ("/cache", "/data")},
         [NOTE_ROLLING],
         Effects(template=True),
         id="nested-template-block",

@@ -1,9 +1,16 @@
-"""`backend: swarm` in the manifest: its block, its defaults, and how a plan classifies it."""
+"""`backend: swarm` in the manifest: its block, its defaults, and how a plan classifies it;
+and which backend settings are housekeeping only (they replace no runner)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runscaler.engine.resolving import template_of
 from runscaler.manifest.models import SwarmTemplate
-from runscaler.planning import NOTE_ROLLING, Effects, plan
+from runscaler.planning import NOTE_HOUSEKEEPING, NOTE_ROLLING, Effects, plan
 from tests.unit.planfleets import fleet, scale_set
 
 
@@ -54,3 +61,49 @@ def test_moving_from_docker_to_swarm_rolls_runners() -> None:
     (change,) = plan(fleet(scale_set()), fleet(scale_set(backend="swarm"))).changes
 
     assert change.effects == Effects(template=True)
+
+
+@pytest.mark.parametrize(
+    ("backend", "block", "before", "after", "path"),
+    [
+        ("swarm", "swarm", {}, {"hygiene": {"interval": "15m"}}, "swarm.hygiene.interval"),
+        ("docker", "docker", {}, {"buildxCleanup": {"ttl": "2h"}}, "docker.buildxCleanup.ttl"),
+        (
+            "docker",
+            "docker",
+            {"sharedVolume": {"path": "/cache", "ttl": "1h"}},
+            {"sharedVolume": {"path": "/cache", "ttl": "2h"}},
+            "docker.sharedVolume.ttl",
+        ),
+        ("tart", "tart", {}, {"imageRefresh": "6h"}, "tart.imageRefresh"),
+    ],
+)
+def test_a_housekeeping_setting_changes_no_runner(
+    backend: str, block: str, before: dict[str, Any], after: dict[str, Any], path: str
+) -> None:
+    old = fleet(scale_set(backend=backend, **{block: before}))
+    new = fleet(scale_set(backend=backend, **{block: after}))
+
+    (change,) = plan(old, new).changes
+
+    assert [(c.path, c.note) for c in change.changes] == [(path, NOTE_HOUSEKEEPING)]
+    assert change.effects == Effects(housekeeping=True)
+    # Idle runners are kept: the template's hash does not cover housekeeping.
+    base = Path("/")
+    before_template = template_of(old.scale_sets[0], base)
+    after_template = template_of(new.scale_sets[0], base)
+    assert before_template.hash == after_template.hash
+    assert after_template.spec == new.scale_sets[0].template  # the new value is in force
+
+
+def test_a_shared_volume_path_change_still_rolls_runners() -> None:
+    old = fleet(scale_set(docker={"sharedVolume": {"path": "/cache"}}))
+    new = fleet(scale_set(docker={"sharedVolume": {"path": "/data"}}))
+
+    (change,) = plan(old, new).changes
+
+    assert change.effects == Effects(template=True)
+    assert (
+        template_of(old.scale_sets[0], Path("/")).hash
+        != template_of(new.scale_sets[0], Path("/")).hash
+    )

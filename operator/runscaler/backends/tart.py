@@ -50,7 +50,7 @@ from runscaler.backends.tart_vm import (
     write_sidecar,
 )
 from runscaler.logs import REDACTED, secrets
-from runscaler.manifest.models import RunnerTemplate, TartTemplate
+from runscaler.manifest.models import RunnerTemplate, TartTemplate, runner_shape
 
 __all__ = ["Leftover", "TartBackend", "TartTiming", "leftovers", "tart_home"]
 
@@ -144,7 +144,8 @@ class TartBackend:
         """The template a scale set uses now (its warm pool follows it)."""
         previous = self._templates.get(scale_set_key)
         self._templates[scale_set_key] = template
-        if previous is not None and previous != template and scale_set_key in self._pools:
+        changed = previous is not None and runner_shape(previous) != runner_shape(template)
+        if changed and scale_set_key in self._pools:
             self._retire_pool(scale_set_key)
             self._ensure_pool(scale_set_key)
 

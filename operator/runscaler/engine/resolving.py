@@ -14,7 +14,7 @@ from pathlib import Path
 from runscaler.engine.listener import ListenerSettings
 from runscaler.engine.scaler import Template
 from runscaler.github.auth import AppCredentials, Credentials, TokenCredentials
-from runscaler.manifest.models import ScaleSet
+from runscaler.manifest.models import ScaleSet, runner_shape
 from runscaler.manifest.secrets import resolve_secret
 
 
@@ -47,8 +47,9 @@ def credentials_fingerprint(scale_set: ScaleSet, base_dir: Path) -> str:
 
 
 def template_of(scale_set: ScaleSet, base_dir: Path) -> Template:
+    """The template in force; its hash covers what shapes a runner (not housekeeping)."""
     spec = scale_set.template
-    dumped = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+    dumped = json.dumps(runner_shape(spec), sort_keys=True)
     env: dict[str, str] = {}
     if scale_set.backend in ("docker", "swarm"):
         block = scale_set.docker if scale_set.backend == "docker" else scale_set.swarm

@@ -191,7 +191,8 @@ class BuildxCleanup(Model):
 
 
 class DockerTemplate(Model):
-    """How a runner container is made. Changing any of it rolls idle runners."""
+    """How a runner container is made. Changing any of it rolls idle runners, but for its
+    housekeeping settings (HOUSEKEEPING_FIELDS)."""
 
     image: str = Field(
         default=DEFAULT_DOCKER_IMAGE,
@@ -281,7 +282,8 @@ class SwarmHygiene(Model):
 
 
 class SwarmTemplate(Model):
-    """How a runner service is made on a Docker Swarm. Changing any of it rolls idle runners.
+    """How a runner service is made on a Docker Swarm. Changing any of it but `hygiene` rolls
+    idle runners.
 
     The `docker:` fields a Swarm service supports, plus where Swarm may place it and how each
     node is kept clean. There is no `pull` (every node pulls the image when a task lands
@@ -394,6 +396,39 @@ class TartTemplate(Model):
     cache_cleanup_interval: Duration = Field(
         default=24 * 3600, description="how often to prune the cache; 0 disables"
     )
+
+
+# Fields of a backend's block that only tune its housekeeping (sweeps, refreshes, pruning), as
+# camelCase paths inside the block: changing one replaces no runner (`plan` says so, and the
+# template hash leaves them out), the next round of housekeeping reads the new value.
+HOUSEKEEPING_FIELDS: dict[str, tuple[str, ...]] = {
+    "docker": ("buildxCleanup", "sharedVolume.ttl", "sharedVolume.cleanupInterval"),
+    "swarm": ("hygiene",),
+    "tart": ("imageRefresh", "cacheMaxAge", "cacheBudgetGB", "cacheCleanupInterval"),
+}
+
+
+def is_housekeeping(path: str) -> bool:
+    """Whether `path` (`docker.buildxCleanup.ttl`) is one of HOUSEKEEPING_FIELDS."""
+    block, _, inner = path.partition(".")
+    return any(
+        inner == field or inner.startswith(field + ".")
+        for field in HOUSEKEEPING_FIELDS.get(block, ())
+    )
+
+
+def runner_shape(template: RunnerTemplate) -> dict[str, Any]:
+    """The template as JSON data without its housekeeping fields: what shapes a runner."""
+    block = {DockerTemplate: "docker", SwarmTemplate: "swarm", TartTemplate: "tart"}
+    shape: dict[str, Any] = template.model_dump(mode="json")
+    for field in HOUSEKEEPING_FIELDS[block[type(template)]]:
+        *parents, leaf = field.split(".")
+        node: Any = shape
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return shape
 
 
 def _dedupe_labels(labels: tuple[str, ...]) -> tuple[str, ...]:
