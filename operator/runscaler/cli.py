@@ -8,10 +8,13 @@ and `main(args) -> int`. Command modules import their heavy dependencies inside 
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import datetime
 import importlib
 import os
 import sys
+import threading
 import traceback
 import typing
 from collections.abc import Sequence
@@ -138,4 +141,23 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main() -> None:
-    sys.exit(run())
+    code = run()
+    if sys.argv[1:2] == ["run"]:
+        exit_without_teardown(code)
+    sys.exit(code)
+
+
+def exit_without_teardown(code: int) -> None:
+    """Exit once the operator has stopped, without the interpreter's teardown: freeing every
+    object one by one takes a fifth of a second with 100 scale sets (a third of the whole
+    stop) and achieves nothing the kernel does not do at once. What an exit must still do
+    happens first: atexit functions (logging's flush among them) and the standard streams.
+    A thread still running (none should be) gets the ordinary exit, which waits for it."""
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if any(t.is_alive() and not t.daemon for t in others):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
