@@ -49,9 +49,9 @@ COMMANDS = (
 )
 
 
-def _command_modules() -> list[tuple[str, ModuleType]]:
+def _command_modules(names: Sequence[str] = COMMANDS) -> list[tuple[str, ModuleType]]:
     found = []
-    for name in COMMANDS:
+    for name in names:
         try:
             module = importlib.import_module(f"runscaler.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -70,7 +70,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `only` (a command's name, as the first argument names it), one
+    with just that command: `runscaler run` then holds no other command's module (a MiB)."""
     parser = _Parser(
         prog="runscaler",
         description="Auto-scale ephemeral GitHub Actions runners from a fleet manifest.",
@@ -79,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
-    for name, module in _command_modules():
+    for name, module in _command_modules((only,) if only in COMMANDS else COMMANDS):
         sub = commands.add_parser(
             name,
             help=module.HELP,
@@ -116,7 +118,8 @@ def _report_internal_error(args: argparse.Namespace | None) -> int:
 def run(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
-        args = build_parser().parse_args(argv)
+        words = sys.argv[1:] if argv is None else list(argv)
+        args = build_parser(only=words[0] if words else None).parse_args(words)
         code: int = args.handler(args)
         return code
     except ManifestError as exc:

@@ -30,7 +30,7 @@ LAZY = (
 STARTUP = """
 import json, sys
 from runscaler import cli
-cli.build_parser()  # imports every command module, as `runscaler run ...` does
+cli.build_parser(only="run")  # as `runscaler run ...` does: no other command's module
 import runscaler.commands.run
 # What `runscaler.commands.run.main` imports before the operator starts.
 from runscaler.engine.running import Operator, RunSettings, run_operator
@@ -56,6 +56,9 @@ def test_run_startup_imports_none_of_the_lazy_heavy_modules() -> None:
     assert sorted(loaded.intersection(LAZY)) == []
     # Tart's backend is loaded for the first Tart scale set, not by every Docker fleet.
     assert "runscaler.backends.tart" not in loaded
+    assert sorted(m for m in loaded if m.startswith("runscaler.commands.")) == [
+        "runscaler.commands.run"
+    ]
 
 
 def test_the_lazy_modules_still_load_where_they_are_needed() -> None:
