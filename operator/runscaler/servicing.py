@@ -11,7 +11,6 @@ adopts them), with time to close its sessions; reloading is SIGHUP.
 
 from __future__ import annotations
 
-import plistlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +140,8 @@ def launchd_plist(spec: ServiceSpec) -> str:
         "StandardOutPath": log,
         "StandardErrorPath": log,
     }
+    import plistlib  # with its XML parser: only for a launchd unit, never in `run`
+
     return plistlib.dumps(job, sort_keys=False).decode()
 
 

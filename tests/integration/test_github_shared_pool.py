@@ -9,6 +9,8 @@ and the pool closes with its last user.
 from __future__ import annotations
 
 import asyncio
+import importlib.abc
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -86,3 +88,28 @@ async def test_a_caller_cancelled_mid_call_is_cancelled_not_closed(sim: Simulato
             await call
         assert not client._sender._exchanges  # nothing left running under the client
         await lookup(client)
+
+
+class _ImportRecorder(importlib.abc.MetaPathFinder):
+    """Sees every import that is not already answered from sys.modules."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def find_spec(self, fullname: str, path: object, target: object = None) -> None:
+        del path, target
+        self.names.append(fullname)
+
+
+async def test_a_request_looks_no_module_up_on_disk(sim: Simulator) -> None:
+    # httpcore imports sniffio on every request; a failed import used to search sys.path
+    # each time (0.2 ms a request, a sixth of the CPU of stopping 100 scale sets).
+    async with make_client(sim) as client:
+        await lookup(client)  # the first request imports what requests need
+        recorder = _ImportRecorder()
+        sys.meta_path.insert(0, recorder)
+        try:
+            await asyncio.gather(*(lookup(client) for _ in range(5)))
+        finally:
+            sys.meta_path.remove(recorder)
+    assert recorder.names == []

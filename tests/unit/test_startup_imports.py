@@ -16,12 +16,21 @@ import sys
 
 # Imported only where they are used: drawing a terminal display, signing a GitHub App JWT,
 # validating against the JSON schema (`runscaler schema`/editors), httpx's CLI (never).
-LAZY = ("rich", "pygments", "click", "markdown_it", "jwt", "cryptography", "jsonschema")
+LAZY = (
+    "rich",
+    "pygments",
+    "click",
+    "markdown_it",
+    "jwt",
+    "cryptography",
+    "jsonschema",
+    "plistlib",  # and its XML parser: for a launchd unit (`runscaler service`)
+)
 
 STARTUP = """
 import json, sys
 from runscaler import cli
-cli.build_parser()  # imports every command module, as `runscaler run ...` does
+cli.build_parser(only="run")  # as `runscaler run ...` does: no other command's module
 import runscaler.commands.run
 # What `runscaler.commands.run.main` imports before the operator starts.
 from runscaler.engine.running import Operator, RunSettings, run_operator
@@ -30,7 +39,7 @@ from runscaler.logs import setup_logging
 from runscaler.manifest.loading import load_manifest
 from runscaler.github.client import ScaleSetClient
 from runscaler.github.tokens import AdminTokens
-print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules} | set(sys.modules))))
 """
 
 
@@ -45,6 +54,11 @@ def test_run_startup_imports_none_of_the_lazy_heavy_modules() -> None:
     loaded = startup_modules()
     assert "runscaler" in loaded and "httpx" in loaded  # the probe did import the operator
     assert sorted(loaded.intersection(LAZY)) == []
+    # Tart's backend is loaded for the first Tart scale set, not by every Docker fleet.
+    assert "runscaler.backends.tart" not in loaded
+    assert sorted(m for m in loaded if m.startswith("runscaler.commands.")) == [
+        "runscaler.commands.run"
+    ]
 
 
 def test_the_lazy_modules_still_load_where_they_are_needed() -> None:

@@ -15,6 +15,7 @@ again opens a new stream.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import time
@@ -49,12 +50,16 @@ OUTDATED_EXIT_CODE = 7
 
 
 class ExitSubscription:
-    """An async iterator of `RunnerExit`s matching one selector."""
+    """An async iterator of `RunnerExit`s matching one selector.
+
+    Every scale set holds one for its whole life: its buffer is a deque and one waiter, not
+    an `asyncio.Queue` (four deques and an event: 3 KiB, against 0.8)."""
 
     def __init__(self, watch: ExitWatch, selector: Mapping[str, str]) -> None:
         self._watch = watch
         self.selector = dict(selector)
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._items: collections.deque[object] = collections.deque()
+        self._waiters: list[asyncio.Future[None]] = []
         self._done = False
 
     def __aiter__(self) -> ExitSubscription:
@@ -63,7 +68,14 @@ class ExitSubscription:
     async def __anext__(self) -> RunnerExit:
         if self._done:
             raise StopAsyncIteration
-        item = await self._queue.get()
+        while not self._items:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                self._waiters.remove(waiter)
+        item = self._items.popleft()
         if isinstance(item, RunnerExit):
             return item
         self._done = True
@@ -80,8 +92,12 @@ class ExitSubscription:
         return all(labels.get(key) == value for key, value in self.selector.items())
 
     def put(self, item: object) -> None:
-        if not self._done:
-            self._queue.put_nowait(item)
+        if self._done:
+            return
+        self._items.append(item)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class ExitWatch:

@@ -16,7 +16,7 @@ import logging
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from runscaler.backends.base import (
     Backend,
@@ -31,9 +31,11 @@ from runscaler.backends.docker_client import default_host, parse_host, ssl_conte
 from runscaler.backends.docker_sweep import housekeeping
 from runscaler.backends.swarm import SwarmBackend
 from runscaler.backends.swarm_hygiene import housekeeping as swarm_housekeeping
-from runscaler.backends.tart import TartBackend, tart_home
 from runscaler.console.pulls import pull_progress
 from runscaler.manifest.models import RunnerTemplate, ScaleSet
+
+if TYPE_CHECKING:
+    from runscaler.backends.tart import TartBackend
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +155,9 @@ class BackendPool:
         if scale_set.backend == "tart":
             if shutil.which("tart") is None:
                 return UnavailableBackend(tart_reason())
+            # Imported here: a fleet without Tart scale sets (most) does not hold it in memory.
+            from runscaler.backends.tart import TartBackend, tart_home
+
             # One backend per TART_HOME: the host's VM slots are shared by its scale sets.
             home = tart_home(scale_set.tart.home, base_dir)
             tart = self._tart.get(home)

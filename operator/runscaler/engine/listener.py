@@ -25,7 +25,7 @@ from typing import Protocol
 
 from runscaler.engine.labels import label_mismatch
 from runscaler.engine.statefile import StateFile
-from runscaler.engine.tasks import stop_task
+from runscaler.engine.tasks import Flag, stop_task
 from runscaler.github.client import ScaleSetClient
 from runscaler.github.errors import (
     AuthError,
@@ -135,10 +135,10 @@ class Listener:
         self.messages_unparseable = 0
         self.close_timeout = 30.0  # closing the session on the way out waits no longer
         self._closing: asyncio.Future[None] | None = None
-        self._repoll = asyncio.Event()
-        self.scale_set_known = asyncio.Event()
+        self._repoll = Flag()
+        self.scale_set_known = Flag()
         # Set once the session is ours: the lease that lets the runtime touch the backend.
-        self.session_ready = asyncio.Event()
+        self.session_ready = Flag()
 
     # -- what the runtime calls ----------------------------------------------------------
 

@@ -148,6 +148,8 @@ class Operator:
                 len(self.controller.delete_errors),
             )
         await self._backends.close()
+        if self._state_file is not None:
+            self._state_file.flush()
         if self._lock is not None:
             self._lock.release()
 

@@ -50,7 +50,7 @@ from runscaler.engine.runnerops import (
     ScalerMetrics,
 )
 from runscaler.engine.runners import new_runner_name, plan_pass
-from runscaler.engine.tasks import stop_task, wait_event
+from runscaler.engine.tasks import Flag, stop_task, wait_event
 from runscaler.github.models import JobCompleted, JobStarted
 from runscaler.manifest.models import RunnerTemplate
 
@@ -121,8 +121,8 @@ class Scaler:
         self.registry = registry
         self._timing = timing
         self._metrics = metrics or _NoMetrics()
-        self._wake = asyncio.Event()
-        self._changed = asyncio.Event()
+        self._wake = Flag()
+        self._changed = Flag()
         self.book = Book(scale_set_name, on_change=self._on_book_change)
         self.desired = 0
         self._have_desired = False  # nothing is started or removed before the listener speaks
@@ -133,7 +133,7 @@ class Scaler:
         self._crash_backoff = Backoff(timing.crash_backoff_initial, timing.crash_backoff_max)
         self._accepting = True  # False once draining or shutting down: start nothing new
         self._tasks: set[asyncio.Task[None]] = set()
-        self._waiters: set[asyncio.Event] = set()
+        self._waiters: set[Flag] = set()
         self.outdated: str | None = None  # what to do about an outdated runner image
         self.ops = RunnerOps(self, start_limiter=start_limiter)
 
@@ -145,7 +145,7 @@ class Scaler:
 
     async def book_changed(self, limit: float) -> bool:
         """Wait at most `limit` seconds for any change in the book."""
-        waiter = asyncio.Event()
+        waiter = Flag()
         self._waiters.add(waiter)
         try:
             return await wait_event(waiter, limit)

@@ -224,6 +224,9 @@ class ScaleSetRuntime:
             proxy=github.proxy,
             ca_bundle=ca_bundle,
             retry=self._timing.retry,
+            # The fingerprint covers the URL, proxy, CA bundle and resolved secrets: scale sets
+            # that agree on all of them share one admin token.
+            share_tokens=self.credentials_fingerprint,
         )
 
     def _new_listener(self) -> Listener:

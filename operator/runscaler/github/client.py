@@ -75,7 +75,10 @@ class ScaleSetClient:
         timeout: float = 300.0,
         user_agent: UserAgent | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        share_tokens: str | None = None,
     ) -> None:
+        """`share_tokens`: clients given the same value (a digest of their credentials) for
+        the same config URL share one admin token; None keeps this client's own."""
         try:
             self.scope: ConfigURL = parse_config_url(config_url)
         except ValueError as exc:
@@ -94,6 +97,7 @@ class ScaleSetClient:
             api_base=self.api_base,
             credentials=credentials,
             user_agent=lambda: str(self.user_agent),
+            share_key=share_tokens,
         )
 
     async def aclose(self) -> None:

@@ -4,6 +4,12 @@ The Actions service is reached with a short-lived admin JWT that GitHub hands ou
 for a runner registration token (protocol.md §1.3, §4). It is refreshed a minute before its
 `exp`, or at once when the service refuses it. A refresh that fails keeps the old token while
 it is still valid, so a GitHub hiccup near expiry does not fail every call.
+
+Scale sets of one fleet mostly use one credential for one organization: their clients share
+one admin connection (`share_key`, which the caller derives from the credentials and the config
+URL), so 100 scale sets make one token exchange, not 100, and refresh it once. Each exchange
+still runs on the asking client's own connection pool and credentials, so a client closed in the
+middle of one only fails its own call; the next asker exchanges again.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -69,6 +76,33 @@ class AdminConnection:
         return self.expires_at is not None and now < self.expires_at
 
 
+class _Holder:
+    """The current admin connection and the lock its replacement is made under."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.loop = loop
+        self.current: AdminConnection | None = None
+        self.lock = asyncio.Lock()
+
+
+# Alive while a client uses it: the last client gone, the next one starts afresh.
+_HOLDERS: weakref.WeakValueDictionary[tuple[object, ...], _Holder] = weakref.WeakValueDictionary()
+
+
+def _holder(key: tuple[object, ...] | None) -> _Holder:
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if key is None or loop is None:
+        return _Holder(loop)  # an asyncio.Lock is bound to one loop: no sharing outside one
+    key = (id(loop), *key)
+    holder = _HOLDERS.get(key)
+    if holder is None or holder.loop is not loop:
+        holder = _HOLDERS[key] = _Holder(loop)
+    return holder
+
+
 class AdminTokens:
     """Holds the current admin connection and replaces it when it is due."""
 
@@ -82,6 +116,7 @@ class AdminTokens:
         credentials: CredentialsSource,
         user_agent: Callable[[], str],
         clock: Callable[[], float] = time.time,
+        share_key: str | None = None,
     ) -> None:
         self._sender = sender
         self._config = config
@@ -90,8 +125,17 @@ class AdminTokens:
         self._credentials = credentials
         self._user_agent = user_agent
         self._clock = clock
-        self._current: AdminConnection | None = None
-        self._lock = asyncio.Lock()
+        # Shared by every client with the same share key and config URL (in this loop).
+        self._holder = _holder(None if share_key is None else (config_url, api_base, share_key))
+        self._lock = self._holder.lock
+
+    @property
+    def _current(self) -> AdminConnection | None:
+        return self._holder.current
+
+    @_current.setter
+    def _current(self, connection: AdminConnection | None) -> None:
+        self._holder.current = connection
 
     async def get(self) -> AdminConnection:
         """A connection whose token is not about to expire, refreshing it if needed."""
