@@ -28,6 +28,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -342,11 +343,16 @@ class Dockerd:
             os.kill(int(containerd_pid.read_text().strip()), signal.SIGTERM)
 
     def remove_dirs(self) -> None:
+        """Unmount what the engine mounted under its root (mounts can be stacked: until none
+        is left), then delete the root."""
         prefix = str(self.root) + "/"
-        with open("/proc/self/mounts") as mounts:
-            ours = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
-        for mount in sorted(ours, reverse=True):
-            subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
+        for _ in range(5):
+            with open("/proc/self/mounts") as mounts:
+                ours = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+            if not ours:
+                break
+            for mount in sorted(ours, reverse=True):
+                subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -422,8 +428,11 @@ def start_dockerd(root: Path, *, tls: TLSFiles | None = None) -> Dockerd:
 
 
 @pytest.fixture(scope="session")
-def tls_engine(docker_engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
-    root = tmp_path_factory.mktemp("tlsd")
+def tls_engine(docker_engine: str) -> Iterator[Dockerd]:
+    # Not under pytest's temp root: pytest removes that at the end of the session before
+    # session fixtures are torn down, which would move the engine's mounts out of reach of
+    # `remove_dirs` (and fail the removal on them).
+    root = Path(tempfile.mkdtemp(prefix="runscaler-tlsd-"))
     engine = start_dockerd(root, tls=make_tls_files(root))
     try:
         yield engine
