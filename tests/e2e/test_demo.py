@@ -40,20 +40,10 @@ def demo_env(tmp: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "TMPDIR": str(tmp), "XDG_STATE_HOME": str(state), **extra}
 
 
-def fleet_containers(fleet: str) -> list[str]:
+def fleet_containers(fleet: str, *, running: bool = False) -> list[str]:
+    """The fleet's containers (only the running ones with `running`)."""
     listed = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label={LABEL_FLEET}={fleet}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return listed.stdout.split()
-
-
-def running_containers(fleet: str) -> list[str]:
-    listed = subprocess.run(
-        ["docker", "ps", "-q", "--filter", f"label={LABEL_FLEET}={fleet}"],
+        ["docker", "ps", "-q" if running else "-aq", "--filter", f"label={LABEL_FLEET}={fleet}"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -316,7 +306,9 @@ def test_after_kill_9_doctor_names_the_demo_fleet_and_fix_removes_its_runners(
 
     # Its runners lost their simulator; they give up after their retry time (15 s) and exit.
     eventually_sync(
-        lambda: running_containers(fleet) == [], timeout=90, message="the runners to exit"
+        lambda: fleet_containers(fleet, running=True) == [],
+        timeout=90,
+        message="the runners to exit",
     )
     listed = doctor()
     assert (

@@ -44,6 +44,14 @@ async def backend(fake_tart: FakeTart, tmp_path: Path) -> AsyncIterator[TartBack
             await made.booter.destroy(vm)
 
 
+async def no_vm_left(backend: TartBackend, fake_tart: FakeTart) -> None:
+    await eventually(
+        lambda: not fake_tart.vms() and not backend.slots.in_use,
+        timeout=30,
+        message="pool VMs removed and their slots free",
+    )
+
+
 async def test_a_warm_pickup_takes_the_vm_the_pool_booted_and_the_pool_refills(
     backend: TartBackend, fake_tart: FakeTart
 ) -> None:
@@ -67,11 +75,7 @@ async def test_a_warm_pickup_takes_the_vm_the_pool_booted_and_the_pool_refills(
 
     await backend.remove("warm-1")
     await exits.aclose()  # the scale set stops: its pooled VM goes promptly
-    await eventually(
-        lambda: not fake_tart.vms() and not backend.slots.in_use,
-        timeout=30,
-        message="pool VMs removed and their slots free",
-    )
+    await no_vm_left(backend, fake_tart)
 
 
 async def test_a_pooled_vm_that_dies_is_replaced(backend: TartBackend, fake_tart: FakeTart) -> None:
@@ -88,11 +92,7 @@ async def test_a_pooled_vm_that_dies_is_replaced(backend: TartBackend, fake_tart
     )
     assert first.name not in fake_tart.vms()
     await exits.aclose()
-    await eventually(
-        lambda: not fake_tart.vms() and not backend.slots.in_use,
-        timeout=30,
-        message="pool VMs removed and their slots free",
-    )
+    await no_vm_left(backend, fake_tart)
 
 
 async def test_a_pool_that_cannot_boot_fails_starts_with_its_reason_and_backs_off(
@@ -138,11 +138,7 @@ async def test_a_start_cancelled_while_waiting_for_a_warm_vm_takes_nothing(
     assert backend.slots.in_use == frozenset({0})
     assert await backend.list_owned(SELECTOR) == []  # a pooled VM is no runner
     await exits.aclose()
-    await eventually(
-        lambda: not fake_tart.vms() and not backend.slots.in_use,
-        timeout=30,
-        message="pool VMs removed and their slots free",
-    )
+    await no_vm_left(backend, fake_tart)
 
 
 async def test_closing_the_backend_removes_pooled_vms(
@@ -177,9 +173,5 @@ async def test_a_reload_that_changes_the_pool_replaces_or_removes_it(
     # poolSize 0: no pool, its VM removed.
     backend.register(KEY, tart_spec("x", poolSize=0).template)
     assert KEY not in backend._pools
-    await eventually(
-        lambda: not fake_tart.vms() and not backend.slots.in_use,
-        timeout=30,
-        message="pool VMs removed and their slots free",
-    )
+    await no_vm_left(backend, fake_tart)
     await exits.aclose()
