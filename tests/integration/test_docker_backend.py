@@ -30,6 +30,7 @@ from runscaler.backends.base import (
     RunnerSpec,
 )
 from runscaler.backends.docker import DockerBackend, container_name
+from runscaler.backends.docker_api import EngineError
 from runscaler.manifest.models import DockerTemplate
 from tests.integration.dockerkit import cleanup_fleet, docker, unique
 from tests.waiting import eventually
@@ -443,3 +444,13 @@ async def test_exits_fail_when_the_engine_stops_and_other_calls_are_unavailable(
 def test_container_names_are_sanitised_for_docker() -> None:
     assert container_name("acme-ci", "linux-x64-0a1b2c3d") == "runscaler-acme-ci-linux-x64-0a1b2c3d"
     assert container_name("acme", "odd name/with:chars") == "runscaler-acme-odd-name-with-chars"
+
+
+async def test_an_engine_error_carries_the_engines_status_and_words(
+    docker_backend: DockerBackend,
+) -> None:
+    missing = f"runscaler-absent-{secrets.token_hex(4)}"
+    with pytest.raises(EngineError) as caught:
+        await docker_backend.api().query_json(f"containers/{missing}/json")
+    assert caught.value.status == 404
+    assert caught.value.message == f"No such container: {missing}"

@@ -348,3 +348,25 @@ def test_only_latest_and_untagged_images_count_as_mutable() -> None:
     assert is_mutable_tag("127.0.0.1:5000/runner")  # a registry port is not a tag
     assert not is_mutable_tag("127.0.0.1:5000/runner:2.320.0")
     assert not is_mutable_tag("runner@sha256:" + "0" * 64)
+
+
+async def test_an_untagged_image_pulls_latest_and_no_other_tag(
+    busybox_image: str, local_registry: LocalRegistry, fleet_name: str
+) -> None:
+    repository = f"runscaler-test/untagged-{secrets.token_hex(4)}"
+    latest = local_registry.push(busybox_image, f"{repository}:latest")
+    other = local_registry.push(busybox_image, f"{repository}:other")
+    untagged = latest.removesuffix(":latest")
+    for image in (latest, other):
+        docker("rmi", "-f", image, check=False)
+    backend = DockerBackend(fleet=fleet_name)
+    try:
+        await backend.prepare(template(untagged, "missing"))
+        # The engine pulls every tag of a repository asked for without one; `docker pull`
+        # means latest, and so do we.
+        assert present(latest)
+        assert not present(other)
+    finally:
+        await backend.close()
+        for image in (latest, other):
+            docker("rmi", "-f", image, check=False)

@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiodocker.containers import DockerContainer
 
 from runscaler.backends import docker as docker_module
 from runscaler.backends.base import LABEL_RUNNER, LABEL_SCALE_SET, RunnerSpec
 from runscaler.backends.docker import DockerBackend, container_name
+from runscaler.backends.docker_api import DockerAPI
 from runscaler.manifest.models import DockerTemplate
 from tests.integration.dockerkit import docker
 from tests.waiting import eventually
@@ -87,7 +87,14 @@ async def test_a_start_cancelled_after_the_engine_started_the_container_keeps_it
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     done = asyncio.Event()
-    monkeypatch.setattr(DockerContainer, "start", answer_held(DockerContainer.start, done))
+    real_query = DockerAPI.query
+
+    async def query(api: DockerAPI, path: str, **kwargs: Any) -> bytes:
+        if not path.endswith("/start"):
+            return await real_query(api, path, **kwargs)
+        return await answer_held(real_query, done)(api, path, **kwargs)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(DockerAPI, "query", query)
     name = "linux-cancel-start"
     task = asyncio.create_task(docker_backend.start(runner_spec(name, busybox_image)))
     await cancel_when(task, done)

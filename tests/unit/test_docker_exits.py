@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-import aiodocker
 import pytest
 
 from runscaler.backends.base import BackendUnavailable, RunnerExit
+from runscaler.backends.docker_api import DockerAPI
 from runscaler.backends.docker_events import _CLOSED, ExitSubscription, ExitWatch
 from tests.waiting import eventually
 
 
 def _subscription() -> ExitSubscription:
-    def no_engine() -> aiodocker.Docker:
+    def no_engine() -> DockerAPI:
         raise AssertionError("the subscription alone never reaches the engine")
 
     watch = ExitWatch(docker=no_engine, host="unix:///nowhere", fleet="acme")

@@ -5,22 +5,18 @@ One `DockerBackend` serves every scale set of a fleet that uses one engine (`uni
 start latency is what a waiting job feels; everything slower (pulls, the shared volume) happens
 once in `prepare`. Everything we create carries the fleet label, so a restarted operator finds
 its runners and never touches anything else. Exits come from the engine's event stream
-(`docker_events`), housekeeping lives in `docker_sweep`, and no aiodocker or aiohttp exception
-leaves this package (`docker_client.engine_calls`).
+(`docker_events`), housekeeping lives in `docker_sweep`, and no httpx exception or engine error
+answer leaves this package untranslated (`docker_client.engine_calls`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
-
-import aiodocker
-from aiodocker.exceptions import DockerError
 
 from runscaler.backends.base import (
     JIT_CONFIG_ENV,
@@ -32,6 +28,7 @@ from runscaler.backends.base import (
     RunnerNotFound,
     RunnerSpec,
 )
+from runscaler.backends.docker_api import DockerAPI, EngineError
 from runscaler.backends.docker_client import (
     DockerTLSPaths,
     LazyClient,
@@ -104,8 +101,8 @@ class DockerBackend:
 
     # -- plumbing shared with the housekeeping module -------------------------------------
 
-    def api(self) -> aiodocker.Docker:
-        """The aiodocker client (created on first use); wrap calls in `engine_calls`."""
+    def api(self) -> DockerAPI:
+        """The engine's API client (created on first use); wrap calls in `engine_calls`."""
         return self._client.get()
 
     async def close(self) -> None:
@@ -118,7 +115,7 @@ class DockerBackend:
     async def check(self, template: RunnerTemplate) -> str:
         docker = docker_template(template)
         with engine_calls(self.host, "cannot query the engine"):
-            version = await self.api().version()
+            version = await self.api().query_json("version")
         engine = f"Docker {version.get('Version', '?')} at {self.host}"
         image = docker.image
         present = await self._puller.present(image)
@@ -173,7 +170,7 @@ class DockerBackend:
         try:
             with _backend_errors(f"cannot start container {name}"):
                 with engine_calls(self.host, f"cannot start container {name}"):
-                    await docker.containers.container(container_id).start()
+                    await docker.query(f"containers/{container_id}/start", method="POST")
         except BackendError:
             # The engine said no: it did not start.
             await self._remove_unstarted(container_id, spec.name)
@@ -202,8 +199,8 @@ class DockerBackend:
         labels = [f"{LABEL_FLEET}={self.fleet}", LABEL_RUNNER]
         labels += [f"{key}={value}" for key, value in selector.items()]
         with engine_calls(self.host, "cannot list containers"):
-            found = await self.api().containers.list(all=True, filters={"label": labels})
-        return [_owned(container._container) for container in found]
+            found = await self.api().list_containers(label=labels)
+        return [_owned(summary) for summary in found]
 
     def exits(self, selector: Mapping[str, str]) -> ExitSubscription:
         """Exits of our runners matching `selector`; see `docker_events` (subscribed at once,
@@ -215,9 +212,9 @@ class DockerBackend:
         docker = self.api()
         with engine_calls(self.host, f"cannot read the output of container {cname}"):
             try:
-                info = await docker.containers.container(cname).show()
+                info = await docker.query_json(f"containers/{cname}/json")
                 tail = await output_lines(docker, cname, tail=lines)
-            except DockerError as exc:
+            except EngineError as exc:
                 if exc.status == 404:
                     raise RunnerNotFound(f"runner {name}: no container {cname}") from exc
                 raise
@@ -248,14 +245,14 @@ class DockerBackend:
             docker = self.api()
             with engine_calls(self.host, f"cannot create volume {name}"):
                 try:
-                    await docker._query_json(f"volumes/{name}")
+                    await docker.query_json(f"volumes/{name}")
                     created = False
-                except DockerError as exc:
+                except EngineError as exc:
                     if exc.status != 404:
                         raise
                     labels = {LABEL_FLEET: self.fleet, LABEL_ROLE: "shared"}
-                    body = json.dumps({"Name": name, "Labels": labels})
-                    await docker._query_json("volumes/create", method="POST", data=body)
+                    body = {"Name": name, "Labels": labels}
+                    await docker.query_json("volumes/create", method="POST", body=body)
                     created = True
             if created:
                 # A new volume's root belongs to root; every runner user must be able to write.

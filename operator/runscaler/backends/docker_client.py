@@ -1,10 +1,10 @@
 """Reaching a Docker engine: endpoint parsing, client TLS, and the error boundary.
 
-Every call the Docker backend makes goes through `engine_calls`, which turns whatever aiodocker,
-aiohttp, `ssl` or the operating system raise into our own tree: `BackendUnavailable` when the
-engine cannot be reached (or went away mid-call), `BackendError` with the engine's own message
-otherwise. So no aiodocker or aiohttp exception ever escapes the backend, and every message says
-which engine and what to do.
+Every call the Docker backend makes goes through `engine_calls`, which turns whatever httpx,
+`ssl` or the operating system raise, and the engine's error answers (`EngineError`), into our
+own tree: `BackendUnavailable` when the engine cannot be reached (or went away mid-call),
+`BackendError` with the engine's own message otherwise. So no httpx exception ever escapes the
+backend, and every message says which engine and what to do.
 """
 
 from __future__ import annotations
@@ -17,18 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import aiodocker
-import aiohttp
-from aiodocker.exceptions import DockerError
+import httpx
 
 from runscaler.backends.base import BackendError, BackendUnavailable
+from runscaler.backends.docker_api import DockerAPI, EngineError
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
-
-# Connecting (including waiting for a pooled connection) must be quick; an engine that answers
-# slowly under load (30 containers created at once, a large container removed) is still alive.
-CONNECT_TIMEOUT = 30.0
-REQUEST_TIMEOUT = 300.0
 
 
 def default_host() -> str:
@@ -58,7 +52,7 @@ def default_tls(host: str) -> DockerTLSPaths | None:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where an engine listens, as written (`host`, for messages) and as aiodocker wants it."""
+    """Where an engine listens, as written (`host`, for messages) and as a URL."""
 
     host: str
     url: str
@@ -99,28 +93,22 @@ def ssl_context(host: str, tls: DockerTLSPaths) -> ssl.SSLContext:
     return context
 
 
-def connect(endpoint: Endpoint, tls: DockerTLSPaths | None) -> aiodocker.Docker:
-    """An aiodocker client for `endpoint` (no I/O until the first call)."""
+def connect(endpoint: Endpoint, tls: DockerTLSPaths | None) -> DockerAPI:
+    """A client for `endpoint` (no I/O until the first call)."""
     context = ssl_context(endpoint.host, tls) if tls is not None else None
-    timeout = aiohttp.ClientTimeout(
-        total=None,
-        connect=CONNECT_TIMEOUT,
-        sock_connect=CONNECT_TIMEOUT,
-        sock_read=REQUEST_TIMEOUT,
-    )
-    return aiodocker.Docker(url=endpoint.url, ssl_context=context, timeout=timeout)
+    return DockerAPI(url=endpoint.url, socket_path=endpoint.socket_path, ssl_context=context)
 
 
 class LazyClient:
-    """One engine's aiodocker client, made on first use: `plan` and `doctor` build backends
+    """One engine's API client, made on first use: `plan` and `doctor` build backends
     they may never call, and a closed client is made again if the backend is used again."""
 
     def __init__(self, endpoint: Endpoint, tls: DockerTLSPaths | None) -> None:
         self._endpoint = endpoint
         self._tls = tls
-        self._client: aiodocker.Docker | None = None
+        self._client: DockerAPI | None = None
 
-    def get(self) -> aiodocker.Docker:
+    def get(self) -> DockerAPI:
         if self._client is None:
             self._client = connect(self._endpoint, self._tls)
         return self._client
@@ -135,7 +123,7 @@ def engine_message(exc: BaseException) -> str:
     """The engine's own words behind a translated error (else the error's message)."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, DockerError) and seen.status != 900 and seen.message:
+        if isinstance(seen, EngineError) and seen.message:
             return str(seen.message).strip().splitlines()[0]
         seen = seen.__cause__
     return str(exc)
@@ -155,7 +143,7 @@ def _reason(exc: BaseException) -> str:
 def _ssl_cause(exc: BaseException) -> BaseException | None:
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, ssl.SSLError | aiohttp.ClientSSLError):
+        if isinstance(seen, ssl.SSLError):
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
@@ -164,12 +152,11 @@ def _ssl_cause(exc: BaseException) -> BaseException | None:
 def _unavailable(host: str, exc: BaseException) -> BackendUnavailable:
     tls = _ssl_cause(exc)
     if tls is not None:
-        inner = getattr(tls, "certificate_error", None) or getattr(tls, "os_error", None) or tls
         return BackendUnavailable(
-            f"cannot reach Docker at {host}: TLS failed ({_reason(inner)}): "
+            f"cannot reach Docker at {host}: TLS failed ({_reason(tls)}): "
             "check docker.tls (ca, cert, key) and the engine's certificate"
         )
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
         return BackendUnavailable(
             f"Docker at {host} did not answer in time: is the engine overloaded or hung? "
             "try runscaler doctor"
@@ -184,10 +171,7 @@ def engine_calls(host: str, what: str) -> Iterator[None]:
         yield
     except BackendError:
         raise
-    except DockerError as exc:
-        # aiodocker reports a failed connection as status 900, the original error as context.
-        if exc.status == 900:
-            raise _unavailable(host, exc) from exc
+    except EngineError as exc:
         raise BackendError(f"{what} on Docker at {host}: {engine_message(exc)}") from exc
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+    except (httpx.TransportError, OSError, TimeoutError) as exc:
         raise _unavailable(host, exc) from exc

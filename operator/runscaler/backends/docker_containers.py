@@ -1,22 +1,19 @@
 """Low-level container calls the backend and its housekeeping share.
 
 `create_container` is the one place a container is created (with the engine's `platform`
-parameter, which aiodocker's `create` lacks), and `run_helper` runs a short-lived helper
+parameter when one is asked for), and `run_helper` runs a short-lived helper
 (shared-volume setup and sweeping) to completion and always removes it, whatever happens.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
-import aiodocker
-from aiodocker.exceptions import DockerError
-
 from runscaler.backends.base import LABEL_FLEET, BackendError
+from runscaler.backends.docker_api import DockerAPI, EngineError
 from runscaler.backends.docker_client import engine_calls
 
 # Marks what we create that is not a runner (helpers, the shared volume), so listings of
@@ -33,26 +30,21 @@ class HelperResult:
 
 
 async def create_container(
-    docker: aiodocker.Docker, body: dict[str, Any], *, name: str, platform: str | None
+    docker: DockerAPI, body: dict[str, Any], *, name: str, platform: str | None
 ) -> str:
-    """Create a container; return its id. DockerError propagates (callers translate it)."""
+    """Create a container; return its id. EngineError propagates (callers translate it)."""
     params = {"name": name}
     if platform:
         params["platform"] = platform
-    data = await docker._query_json(
-        "containers/create", method="POST", params=params, data=json.dumps(body)
-    )
+    data = await docker.query_json("containers/create", method="POST", params=params, body=body)
     return str(data["Id"])
 
 
-async def force_remove(docker: aiodocker.Docker, ref: str) -> bool:
+async def force_remove(docker: DockerAPI, ref: str) -> bool:
     """Kill and remove a container and its anonymous volumes; False when it was already gone."""
     try:
-        async with docker._query(
-            f"containers/{ref}", method="DELETE", params={"force": "1", "v": "1"}
-        ):
-            pass
-    except DockerError as exc:
+        await docker.query(f"containers/{ref}", method="DELETE", params={"force": "1", "v": "1"})
+    except EngineError as exc:
         if exc.status == 404:
             return False
         # 409: another caller is removing it right now: wait until it is gone, so a caller
@@ -64,29 +56,28 @@ async def force_remove(docker: aiodocker.Docker, ref: str) -> bool:
     return True
 
 
-async def _gone(docker: aiodocker.Docker, ref: str, *, tries: int = 100) -> None:
+async def _gone(docker: DockerAPI, ref: str, *, tries: int = 100) -> None:
     for _ in range(tries):
         try:
-            await docker.containers.container(ref).show()
-        except DockerError as exc:
+            await docker.query_json(f"containers/{ref}/json")
+        except EngineError as exc:
             if exc.status == 404:
                 return
             raise
         await asyncio.sleep(0.1)
 
 
-async def output_lines(docker: aiodocker.Docker, ref: str, *, tail: int | None = None) -> list[str]:
+async def output_lines(docker: DockerAPI, ref: str, *, tail: int | None = None) -> list[str]:
     """The container's stdout and stderr as lines (the last `tail` when given)."""
-    params: dict[str, Any] = {"stdout": True, "stderr": True}
+    params: dict[str, str | int] = {"stdout": "1", "stderr": "1"}
     if tail is not None:
         params["tail"] = tail
-    chunks = await docker.containers.container(ref).log(**params)
-    lines = "".join(chunks).splitlines()
+    lines = (await docker.logs(f"containers/{ref}/logs", params)).splitlines()
     return lines[-tail:] if tail else lines
 
 
 async def run_helper(
-    docker: aiodocker.Docker,
+    docker: DockerAPI,
     *,
     host: str,
     fleet: str,
@@ -111,11 +102,12 @@ async def run_helper(
     with engine_calls(host, f"cannot run the {role} helper from {image}"):
         container_id = await create_container(docker, body, name=name, platform=platform)
         try:
-            container = docker.containers.container(container_id)
-            await container.start()
+            await docker.query(f"containers/{container_id}/start", method="POST")
             try:
                 async with asyncio.timeout(timeout):
-                    status = await container.wait()
+                    status = await docker.query_json(
+                        f"containers/{container_id}/wait", method="POST", read_timeout=None
+                    )
             except TimeoutError:
                 raise BackendError(
                     f"the {role} helper on Docker at {host} did not finish within "

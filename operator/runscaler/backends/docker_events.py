@@ -23,8 +23,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import aiodocker
-import aiohttp
+import httpx
 
 from runscaler.backends.base import (
     LABEL_FLEET,
@@ -33,7 +32,8 @@ from runscaler.backends.base import (
     BackendUnavailable,
     RunnerExit,
 )
-from runscaler.backends.docker_client import CONNECT_TIMEOUT, engine_calls
+from runscaler.backends.docker_api import DockerAPI
+from runscaler.backends.docker_client import engine_calls
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class ExitWatch:
     def __init__(
         self,
         *,
-        docker: Callable[[], aiodocker.Docker],
+        docker: Callable[[], DockerAPI],
         host: str,
         fleet: str,
         on_outdated: Callable[[str], None] | None = None,
@@ -168,19 +168,16 @@ class ExitWatch:
             "label": [f"{LABEL_FLEET}={self._fleet}"],
         }
         params = {"since": f"{since:.9f}", "filters": json.dumps(filters)}
-        timeout = aiohttp.ClientTimeout(connect=CONNECT_TIMEOUT, sock_connect=CONNECT_TIMEOUT)
         with engine_calls(self._host, "cannot watch container events"):
-            async with self._docker()._query("events", params=params, timeout=timeout) as resp:
+            stream = self._docker().stream("events", params=params, read_timeout=None)
+            async with stream as response:
                 try:
-                    await self._read(resp.content)
-                except (aiohttp.ClientError, OSError):
+                    await self._read(response)
+                except (httpx.TransportError, OSError):
                     pass  # connected, then cut: the engine went away (reported by the caller)
-                finally:
-                    # An endless stream is never released by reading to its end: close it.
-                    resp.close()
 
-    async def _read(self, content: aiohttp.StreamReader) -> None:
-        while line := await content.readline():
+    async def _read(self, response: httpx.Response) -> None:
+        async for line in response.aiter_lines():
             try:
                 event = json.loads(line)
             except ValueError:

@@ -14,16 +14,15 @@ them); the renderer never sees the engine's raw JSON, and a renderer bug never b
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import aiodocker
-from aiodocker.exceptions import DockerError
-
 from runscaler.backends.base import BackendError
+from runscaler.backends.docker_api import DockerAPI, EngineError
 from runscaler.backends.docker_client import engine_calls
 
 log = logging.getLogger(__name__)
@@ -32,12 +31,14 @@ PullPolicy = Literal["always", "missing", "never"]
 REFRESH_INTERVAL = 24 * 3600.0
 
 
+def has_tag_or_digest(image: str) -> bool:
+    """`name:tag` or `name@digest` (a registry's port, `host:5000/name`, is not a tag)."""
+    return "@" in image or ":" in image.rsplit("/", 1)[-1]
+
+
 def is_mutable_tag(image: str) -> bool:
     """`:latest` or no tag at all: what the registry serves under it changes over time."""
-    if "@" in image:
-        return False
-    last = image.rsplit("/", 1)[-1]
-    return ":" not in last or last.endswith(":latest")
+    return not has_tag_or_digest(image) or image.endswith(":latest")
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class ImagePuller:
     def __init__(
         self,
         *,
-        docker: Callable[[], aiodocker.Docker],
+        docker: Callable[[], DockerAPI],
         host: str,
         progress: PullProgress | None = None,
         refresh_interval: float = REFRESH_INTERVAL,
@@ -169,8 +170,8 @@ class ImagePuller:
     async def present(self, image: str) -> bool:
         with engine_calls(self._host, f"cannot inspect image {image}"):
             try:
-                await self._docker().images.inspect(image)
-            except DockerError as exc:
+                await self._docker().query_json(f"images/{image}/json")
+            except EngineError as exc:
                 if exc.status == 404:
                     return False
                 raise
@@ -197,7 +198,7 @@ class ImagePuller:
         """Ask the registry (through the engine) for the image's manifest, downloading nothing;
         return the digest. Raises `BackendError` with the registry's answer."""
         with engine_calls(self._host, f"cannot pull image {image}"):
-            data = await self._docker()._query_json(f"distribution/{image}/json")
+            data = await self._docker().query_json(f"distribution/{image}/json")
         descriptor = data.get("Descriptor") if isinstance(data, dict) else None
         digest = descriptor.get("digest") if isinstance(descriptor, dict) else None
         return str(digest or "")
@@ -213,12 +214,8 @@ class ImagePuller:
         error: str | None = "cancelled"
         try:
             with engine_calls(self._host, f"cannot pull image {image}"):
-                stream = self._docker().images.pull(image, platform=platform, stream=True)
-                async for item in stream:
-                    event = pull_event(image, item)
-                    if event is not None:
-                        self._notify("pull_event", event)
-            # aiodocker ends a stream quietly when the connection drops: believe the engine.
+                await self._stream_pull(image, platform)
+            # A stream may end early when the connection drops: believe the engine.
             if not await self.present(image):
                 raise BackendError(
                     f"cannot pull image {image} on Docker at {self._host}: the pull ended "
@@ -230,6 +227,33 @@ class ImagePuller:
             raise
         finally:
             self._notify("pull_finished", image, error=error)
+
+    async def _stream_pull(self, image: str, platform: str | None) -> None:
+        params = {"fromImage": image}
+        if not has_tag_or_digest(image):
+            # Without a tag the engine pulls every tag of the repository; the CLI means latest.
+            params["tag"] = "latest"
+        if platform:
+            params["platform"] = platform
+        stream = self._docker().stream(
+            "images/create", method="POST", params=params, read_timeout=None
+        )
+        async with stream as response:
+            async for line in response.aiter_lines():
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(item, dict):
+                    continue
+                if item.get("error") or item.get("errorDetail"):
+                    # The answer was 200; the registry's refusal comes inside the stream.
+                    detail = item.get("errorDetail")
+                    message = detail.get("message") if isinstance(detail, dict) else None
+                    raise EngineError(0, str(message or item.get("error")))
+                event = pull_event(image, item)
+                if event is not None:
+                    self._notify("pull_event", event)
 
     def _notify(self, method: str, *args: Any, **kwargs: Any) -> None:
         if self._progress is None:

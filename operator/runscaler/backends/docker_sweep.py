@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from aiodocker.exceptions import DockerError
-
 from runscaler.backends.base import BackendError
 from runscaler.backends.docker import HELPER_MOUNT, DockerBackend
+from runscaler.backends.docker_api import DockerAPI, EngineError
 from runscaler.backends.docker_client import engine_calls
 from runscaler.backends.docker_containers import force_remove, run_helper
 from runscaler.backends.docker_spec import shared_volume_name
@@ -76,8 +75,8 @@ async def sweep_shared_volume(
     name = shared_volume_name(backend.fleet)
     with engine_calls(backend.host, f"cannot inspect volume {name}"):
         try:
-            await backend.api()._query_json(f"volumes/{name}")
-        except DockerError as exc:
+            await backend.api().query_json(f"volumes/{name}")
+        except EngineError as exc:
             if exc.status == 404:
                 return 0
             raise
@@ -117,15 +116,14 @@ async def sweep_buildx(
     docker = backend.api()
     swept = BuildxSweep()
     with engine_calls(backend.host, "cannot sweep buildx builders"):
-        found = await docker.containers.list(all=True, filters={"name": ["buildx_buildkit_"]})
-        for summary in found:
-            names = [str(n).lstrip("/") for n in summary._container.get("Names") or ()]
+        for summary in await docker.list_containers(name=["buildx_buildkit_"]):
+            names = [str(n).lstrip("/") for n in summary.get("Names") or ()]
             name = next((n for n in names if BUILDX_CONTAINER.match(n)), None)
             if name is None:
                 continue
             try:
-                info = await docker._query_json(f"containers/{summary.id}/json")
-            except DockerError as exc:
+                info = await docker.query_json(f"containers/{summary['Id']}/json")
+            except EngineError as exc:
                 if exc.status == 404:
                     continue
                 raise
@@ -134,12 +132,11 @@ async def sweep_buildx(
             old = created is not None and now - created > ttl
             if state in _RUNNING and not old:
                 continue
-            if await force_remove(docker, summary.id):
+            if await force_remove(docker, summary["Id"]):
                 swept.containers.append(name)
             if await _remove_volume(docker, f"{name}_state"):
                 swept.volumes.append(f"{name}_state")
-        dangling = await docker._query_json("volumes", params={"filters": '{"dangling": ["true"]}'})
-        for volume in dangling.get("Volumes") or ():
+        for volume in await docker.list_volumes(dangling=["true"]):
             name = str(volume.get("Name", ""))
             if BUILDX_STATE_VOLUME.match(name) and await _remove_volume(docker, name):
                 swept.volumes.append(name)
@@ -153,11 +150,10 @@ async def sweep_buildx(
     return swept
 
 
-async def _remove_volume(docker: Any, name: str) -> bool:
+async def _remove_volume(docker: DockerAPI, name: str) -> bool:
     try:
-        async with docker._query(f"volumes/{name}", method="DELETE"):
-            pass
-    except DockerError as exc:
+        await docker.query(f"volumes/{name}", method="DELETE")
+    except EngineError as exc:
         if exc.status == 404:
             return False
         if exc.status == 409:  # still in use: a builder we did not remove

@@ -20,9 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiodocker
-from aiodocker.exceptions import DockerError
-
 from runscaler.backends.base import (
     LABEL_FLEET,
     LABEL_RUNNER,
@@ -32,6 +29,7 @@ from runscaler.backends.base import (
     RunnerNotFound,
     RunnerSpec,
 )
+from runscaler.backends.docker_api import DockerAPI, EngineError, json_filters
 from runscaler.backends.docker_client import (
     DockerTLSPaths,
     LazyClient,
@@ -94,7 +92,7 @@ class SwarmBackend:
         self._manager_checked = False
         self._own_node: str | None = None
 
-    def api(self) -> aiodocker.Docker:
+    def api(self) -> DockerAPI:
         return self._client.get()
 
     async def close(self) -> None:
@@ -111,8 +109,8 @@ class SwarmBackend:
         image = swarm.image
         with engine_calls(self.host, f"cannot look up image {image}"):
             try:
-                info = await self.api()._query_json(f"distribution/{image}/json")
-            except DockerError as exc:
+                info = await self.api().query_json(f"distribution/{image}/json")
+            except EngineError as exc:
                 raise BackendError(
                     f"image {image} cannot be pulled from its registry ({engine_message(exc)}); "
                     "every node pulls it when a runner lands there"
@@ -139,9 +137,7 @@ class SwarmBackend:
         # removes a container whose start call was interrupted.
         try:
             with engine_calls(self.host, f"cannot create service {name}"):
-                await self.api()._query_json(
-                    "services/create", method="POST", data=json.dumps(body)
-                )
+                await self.api().query_json("services/create", method="POST", body=body)
             await asyncio.wait_for(self._until_running(spec.name), self._start_timeout)
         except TimeoutError:
             await self._discard(spec.name)
@@ -180,17 +176,16 @@ class SwarmBackend:
         docker = self.api()
         with engine_calls(self.host, f"cannot read the output of service {sname}"):
             try:
-                chunks: object = await asyncio.wait_for(
-                    docker.services.logs(sname, stdout=True, stderr=True, tail=str(lines)),  # type: ignore[arg-type]
-                    LOGS_TIMEOUT,
+                params: dict[str, str | int] = {"stdout": "1", "stderr": "1", "tail": lines}
+                text = await asyncio.wait_for(
+                    docker.logs(f"services/{sname}/logs", params), LOGS_TIMEOUT
                 )
-            except DockerError as exc:
+            except EngineError as exc:
                 if exc.status == 404:
                     raise RunnerNotFound(f"runner {name}: no service {sname}") from exc
                 raise
             except TimeoutError:
                 return []  # the task's node does not answer (it may be down)
-        text = "".join(chunks) if isinstance(chunks, list) else str(chunks)
         hidden = self._jit_configs.get(name)
         return [_scrub(line, hidden) for line in text.splitlines()[-lines:]]
 
@@ -232,8 +227,8 @@ class SwarmBackend:
     async def _remove_service(self, sname: str) -> bool:
         docker = self.api()
         try:
-            service = await docker._query_json(f"services/{sname}")
-        except DockerError as exc:
+            service = await docker.query_json(f"services/{sname}")
+        except EngineError as exc:
             if exc.status == 404:
                 return False
             raise
@@ -242,17 +237,17 @@ class SwarmBackend:
             spec = dict(service["Spec"])
             spec["Mode"] = {"ReplicatedJob": {"MaxConcurrent": 0, "TotalCompletions": 0}}
             version = service.get("Version", {}).get("Index")
-            with contextlib.suppress(DockerError):  # out of sequence: delete anyway
-                await docker._query_json(
+            with contextlib.suppress(EngineError):  # out of sequence: delete anyway
+                await docker.query_json(
                     f"services/{service['ID']}/update",
                     method="POST",
                     params={"version": version},
-                    data=json.dumps(spec),
+                    body=spec,
                 )
         tasks = await self._until_stopped(service["ID"])
         try:
-            await docker._query_json(f"services/{service['ID']}", method="DELETE")
-        except DockerError as exc:
+            await docker.query_json(f"services/{service['ID']}", method="DELETE")
+        except EngineError as exc:
             if exc.status == 404:
                 return False
             raise
@@ -265,14 +260,14 @@ class SwarmBackend:
         config) on its node after the service is deleted. Other nodes' engines are not ours
         to reach; the README says how to clean them."""
         if self._own_node is None:
-            info = await self.api()._query_json("info")
+            info = await self.api().query_json("info")
             swarm = info.get("Swarm") if isinstance(info, dict) else None
             self._own_node = str(swarm.get("NodeID", "")) if isinstance(swarm, dict) else ""
         for task in tasks:
             container = get_path(task, "Status", "ContainerStatus", "ContainerID")
             if container and self._own_node and task.get("NodeID") == self._own_node:
-                with contextlib.suppress(DockerError):
-                    await self.api()._query_json(
+                with contextlib.suppress(EngineError):
+                    await self.api().query_json(
                         f"containers/{container}", method="DELETE", params={"force": "true"}
                     )
 
@@ -282,15 +277,15 @@ class SwarmBackend:
         docker = self.api()
         down = {
             str(node.get("ID"))
-            for node in await docker._query_json("nodes") or []
+            for node in await docker.query_json("nodes") or []
             if _node_state(node) != "ready"
         }
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STOP_TIMEOUT
-        filters = json.dumps({"service": [service_id]})
+        filters = json_filters(service=[service_id])
         while True:
             tasks: list[dict[str, Any]] = (
-                await docker._query_json("tasks", params={"filters": filters}) or []
+                await docker.query_json("tasks", params={"filters": filters}) or []
             )
             if all(
                 _task_state(task) in ENDED_STATES or str(task.get("NodeID")) in down
@@ -309,8 +304,8 @@ class SwarmBackend:
         labels = [f"{LABEL_FLEET}={self.fleet}", LABEL_RUNNER]
         labels += [f"{key}={value}" for key, value in selector.items()]
         with engine_calls(self.host, "cannot list services"):
-            found = await self.api()._query_json(
-                "services", params={"filters": json.dumps({"label": labels})}
+            found = await self.api().query_json(
+                "services", params={"filters": json_filters(label=labels)}
             )
         return list(found or [])
 
@@ -318,15 +313,15 @@ class SwarmBackend:
         docker = self.api()
         label = json.dumps({"label": [f"{LABEL_FLEET}={self.fleet}"]})
         with engine_calls(self.host, "cannot list the swarm's tasks"):
-            tasks = await docker._query_json("tasks", params={"filters": label})
-            nodes = await docker._query_json("nodes")
+            tasks = await docker.query_json("tasks", params={"filters": label})
+            nodes = await docker.query_json("nodes")
         return read_tasks(tasks or [], nodes or [])
 
     async def _manager_nodes(self) -> list[dict[str, Any]]:
         with engine_calls(self.host, "cannot query the swarm"):
             try:
-                return list(await self.api()._query_json("nodes") or [])
-            except DockerError as exc:
+                return list(await self.api().query_json("nodes") or [])
+            except EngineError as exc:
                 if exc.status == 503:
                     raise BackendError(
                         f"Docker at {self.host} is not a swarm manager ({engine_message(exc)}): "

@@ -17,7 +17,6 @@ containers and, where `dind` is on, `buildx_buildkit_*` builders that are stoppe
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import secrets
@@ -27,9 +26,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from aiodocker.exceptions import DockerError
-
 from runscaler.backends.base import LABEL_FLEET, BackendError
+from runscaler.backends.docker_api import EngineError, json_filters
 from runscaler.backends.docker_client import engine_calls
 from runscaler.backends.swarm import SwarmBackend
 from runscaler.backends.swarm_spec import RUNNER_DOCKER_SOCKET
@@ -88,7 +86,7 @@ async def run_on_every_node(
     # A cancelled create may still make the service: it is awaited to its end, then removed.
     with engine_calls(backend.host, f"cannot create service {name}"):
         created, cancelled = await _to_the_end(
-            docker._query_json("services/create", method="POST", data=json.dumps(body))
+            docker.query_json("services/create", method="POST", body=body)
         )
     service_id = str(created.get("ID", name))
     try:
@@ -112,8 +110,8 @@ async def stale_jobs(backend: SwarmBackend, *, older_than: float = HYGIENE_TIMEO
     mid-run (for `doctor`)."""
     labels = [f"{LABEL_FLEET}={backend.fleet}", f"{LABEL_ROLE}=hygiene"]
     with engine_calls(backend.host, "cannot list services"):
-        found = await backend.api()._query_json(
-            "services", params={"filters": json.dumps({"label": labels})}
+        found = await backend.api().query_json(
+            "services", params={"filters": json_filters(label=labels)}
         )
     now = time.time()
     return sorted(
@@ -127,8 +125,8 @@ async def remove_job(backend: SwarmBackend, name: str) -> bool:
     """Remove a hygiene service by name; False when it was already gone."""
     with engine_calls(backend.host, f"cannot remove service {name}"):
         try:
-            await backend.api()._query_json(f"services/{name}", method="DELETE")
-        except DockerError as exc:
+            await backend.api().query_json(f"services/{name}", method="DELETE")
+        except EngineError as exc:
             if exc.status == 404:
                 return False
             raise
@@ -139,7 +137,7 @@ async def _remove(backend: SwarmBackend, docker: Any, name: str, service_id: str
     """Delete the job's service, to its end even when cancelled meanwhile (then re-raised)."""
     with engine_calls(backend.host, f"cannot remove service {name}"):
         _, cancelled = await _to_the_end(
-            docker._query_json(f"services/{service_id}", method="DELETE")
+            docker.query_json(f"services/{service_id}", method="DELETE")
         )
     if cancelled:
         raise asyncio.CancelledError
@@ -162,10 +160,10 @@ async def _results(docker: Any, service_id: str, *, every_node: bool) -> list[No
     active node; with them, the nodes Swarm gave a task (the global orchestrator makes them
     all in one pass). A task that failed is not waited for again: Swarm retries a global
     job's failed task whatever its restart policy, and removing the service stops that."""
-    filters = json.dumps({"service": [service_id]})
+    filters = json_filters(service=[service_id])
     while True:
-        tasks = await docker._query_json("tasks", params={"filters": filters}) or []
-        nodes = await docker._query_json("nodes") or []
+        tasks = await docker.query_json("tasks", params={"filters": filters}) or []
+        nodes = await docker.query_json("nodes") or []
         names, down = node_names(nodes)
         eligible = {
             str(n.get("ID"))

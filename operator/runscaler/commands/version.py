@@ -19,7 +19,6 @@ DEPENDENCIES = (
     "jsonschema",
     "httpx",
     "aiohttp",
-    "aiodocker",
     "watchfiles",
     "rich",
     "PyJWT",

@@ -36,7 +36,6 @@ DEPENDENCIES = (
     ("jsonschema", "jsonschema"),
     ("httpx", "httpx"),
     ("aiohttp", "aiohttp"),
-    ("aiodocker", "aiodocker"),
     ("watchfiles", "watchfiles"),
     ("rich", "rich"),
     ("PyJWT", "jwt"),
@@ -79,7 +78,7 @@ def engine_problem(message: str) -> str:
 async def engine_check(backend: DockerBackend) -> Check:
     try:
         with engine_calls(backend.host, "cannot query the engine"):
-            version = await backend.api().version()
+            version = await backend.api().query_json("version")
     except BackendError as exc:
         return Check("fail", "docker", engine_problem(str(exc)))
     api = version.get("ApiVersion", "?")

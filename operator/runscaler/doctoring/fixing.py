@@ -12,13 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from aiodocker.exceptions import DockerError
-from aiodocker.volumes import DockerVolume
 
 from runscaler.backends.base import LABEL_RUNNER, LABEL_SCALE_SET_KEY, BackendError
 from runscaler.backends.docker import DockerBackend
+from runscaler.backends.docker_api import EngineError
 from runscaler.backends.docker_client import engine_calls
 from runscaler.backends.docker_containers import force_remove
 from runscaler.backends.docker_sweep import BuildxSweep, sweep_buildx
@@ -120,11 +117,11 @@ async def _finish_deletion(leftover: Leftover, context: FixContext) -> Outcome:
     if client is None or leftover.scale_set_id is None:
         return Outcome(leftover, False, "no working credentials for its scale set")
     for backend in context.backends.values():
-        filters = {"label": [f"{LABEL_SCALE_SET_KEY}={leftover.scale_set_key}"]}
+        label = f"{LABEL_SCALE_SET_KEY}={leftover.scale_set_key}"
         with engine_calls(backend.host, "cannot list containers"):
-            found = await backend.api().containers.list(all=True, filters=filters)
+            found = await backend.api().list_containers(label=[label])
         for container in found:
-            runner = dict(container._container).get("Labels", {}).get(LABEL_RUNNER, "")
+            runner = (container.get("Labels") or {}).get(LABEL_RUNNER, "")
             registered = await client.get_runner_by_name(runner) if runner else None
             if registered is not None:
                 try:
@@ -134,7 +131,7 @@ async def _finish_deletion(leftover: Leftover, context: FixContext) -> Outcome:
                         leftover, False, f"kept: runner {runner} is running a job; fix again later"
                     )
             with engine_calls(backend.host, f"cannot remove container {runner}"):
-                await force_remove(backend.api(), container.id)
+                await force_remove(backend.api(), str(container["Id"]))
     try:
         await client.delete_scale_set(leftover.scale_set_id)
     except ScaleSetNotFoundError:
@@ -159,9 +156,8 @@ async def _close_session(leftover: Leftover, context: FixContext) -> Outcome:
 async def _remove_volume(leftover: Leftover, backend: DockerBackend) -> Outcome:
     with engine_calls(backend.host, f"cannot remove volume {leftover.name}"):
         try:
-            docker: Any = backend.api()
-            await DockerVolume(docker, leftover.name).delete()  # type: ignore[no-untyped-call]
-        except DockerError as exc:
+            await backend.api().query(f"volumes/{leftover.name}", method="DELETE")
+        except EngineError as exc:
             if exc.status == 404:
                 return Outcome(leftover, True, "already gone")
             if exc.status == 409:

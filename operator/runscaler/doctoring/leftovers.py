@@ -49,8 +49,7 @@ async def fleet_containers(backend: DockerBackend, *, fleet: str | None) -> list
     """Summaries of the containers labelled with `fleet` (with any fleet when None)."""
     label = LABEL_FLEET if fleet is None else f"{LABEL_FLEET}={fleet}"
     with engine_calls(backend.host, "cannot list containers"):
-        found = await backend.api().containers.list(all=True, filters={"label": [label]})
-    return [dict(c._container) for c in found]
+        return await backend.api().list_containers(label=[label])
 
 
 def fleets_of(summaries: list[dict[str, Any]]) -> set[str]:
@@ -188,10 +187,9 @@ async def shared_volume_leftovers(
     """The fleet's shared volume on this engine, when no scale set on it mounts one."""
     if in_use:
         return []
-    filters = {"label": [f"{LABEL_FLEET}={fleet}", f"{LABEL_ROLE}=shared"]}
-    docker: Any = backend.api()
+    labels = [f"{LABEL_FLEET}={fleet}", f"{LABEL_ROLE}=shared"]
     with engine_calls(backend.host, "cannot list volumes"):
-        listed = await docker.volumes.list(filters=filters)
+        listed = await backend.api().list_volumes(label=labels)
     return [
         Leftover(
             fleet=fleet,
@@ -201,7 +199,7 @@ async def shared_volume_leftovers(
             reason="no scale set on this engine uses sharedVolume any more",
             engine=backend.host,
         )
-        for volume in listed.get("Volumes") or ()
+        for volume in listed
     ]
 
 
@@ -217,16 +215,15 @@ async def buildx_leftovers(
 ) -> list[Leftover]:
     """What `docker_sweep.sweep_buildx` would remove now: builders stopped or older than `ttl`,
     their `_state` volumes, and `_state` volumes no container uses."""
-    docker: Any = backend.api()
+    docker = backend.api()
     found: list[Leftover] = []
     host = backend.host
     with engine_calls(backend.host, "cannot list buildx builders"):
-        listed = await docker.containers.list(all=True, filters={"name": ["buildx_buildkit_"]})
-        for summary in listed:
-            name = _name(summary._container)
+        for summary in await docker.list_containers(name=["buildx_buildkit_"]):
+            name = _name(summary)
             if not BUILDX_CONTAINER.match(name):
                 continue
-            info = await docker.containers.container(summary.id).show()
+            info = await docker.query_json(f"containers/{summary['Id']}/json")
             state = str((info.get("State") or {}).get("Status", ""))
             created = _created(info)
             age = now - created if created is not None else None
@@ -242,11 +239,11 @@ async def buildx_leftovers(
                     where=host,
                     reason=why,
                     engine=host,
-                    ref=summary.id,
+                    ref=str(summary["Id"]),
                 )
             )
-        dangling = await docker.volumes.list(filters={"dangling": ["true"]})
-    for volume in dangling.get("Volumes") or ():
+        dangling = await docker.list_volumes(dangling=["true"])
+    for volume in dangling:
         name = str(volume.get("Name", ""))
         if BUILDX_STATE_VOLUME.match(name):
             found.append(
