@@ -88,6 +88,7 @@ class _ClientError(Exception):
 class _Connection:
     peer: str | None
     busy: bool = False  # a request is being received or answered: stopping waits for it
+    request: str | None = None  # the one being answered, "POST /-/reload"
 
 
 class HTTPServer:
@@ -139,11 +140,17 @@ class HTTPServer:
             if self._open:
                 await asyncio.wait(list(self._open), timeout=self._limits.shutdown_timeout)
         finally:
-            late = list(self._open)
+            late = {task: c for task, c in self._open.items() if not task.done()}
             for task in late:
                 task.cancel()
+            running = sorted(c.request for c in late.values() if c.request)
+            if running:
+                log.warning(
+                    "HTTP request(s) still running %gs after the server stopped, cancelled: %s",
+                    self._limits.shutdown_timeout,
+                    ", ".join(running),
+                )
             if late:
-                log.debug("cancelled %d HTTP request(s) still running at stop", len(late))
                 await asyncio.wait(late)
             if self._server is not None:
                 await self._server.wait_closed()
@@ -158,8 +165,10 @@ class HTTPServer:
                 request = await self._receive(conn, reader, writer, state)
                 if request is None:
                     return
+                state.request = f"{request.method} {request.path}"
                 response = await self._respond(request)
                 await self._send(conn, writer, request.method, response)
+                state.request = None
                 log.debug(
                     "%s %s %s from %s", request.method, request.target, response.status, remote
                 )

@@ -404,7 +404,7 @@ async def test_a_request_in_flight_at_stop_is_answered_if_it_finishes_in_time(
 
 
 async def test_a_request_still_running_after_the_shutdown_timeout_is_cancelled(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, server_log: _Records
 ) -> None:
     _limits(monkeypatch, shutdown_timeout=0.3)
     view = _SlowReload()
@@ -424,6 +424,10 @@ async def test_a_request_still_running_after_the_shutdown_timeout_is_cancelled(
 
     assert view.cancelled
     assert 0.25 < took < 2.0
+    warnings = [r.getMessage() for r in server_log.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "HTTP request(s) still running 0.3s after the server stopped, cancelled: POST /-/reload"
+    ]
 
 
 async def test_cancelling_the_serving_task_while_it_waits_for_a_request_leaves_nothing(
