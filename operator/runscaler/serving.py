@@ -88,11 +88,11 @@ class _ClientError(Exception):
 class _Connection:
     peer: str | None
     busy: bool = False  # a request is being received or answered: stopping waits for it
-    request: str | None = None  # the one being answered, "POST /-/reload"
+    request: str | None = None  # the one being answered, for the log: "POST /-/reload"
 
 
 class HTTPServer:
-    """Serves `dispatch` over HTTP/1.1 on one listening address until `stop`."""
+    """Serves `dispatch` over HTTP/1.1 on a listening address until `stop`."""
 
     def __init__(self, dispatch: Dispatch, *, error: ErrorResponse) -> None:
         self._dispatch = dispatch
@@ -146,9 +146,10 @@ class HTTPServer:
             running = sorted(c.request for c in late.values() if c.request)
             if running:
                 log.warning(
-                    "HTTP request(s) still running %gs after the server stopped, cancelled: %s",
-                    self._limits.shutdown_timeout,
+                    "stopping the HTTP server cancelled request(s) still running: %s"
+                    " (waited up to %gs)",
                     ", ".join(running),
+                    self._limits.shutdown_timeout,
                 )
             if late:
                 await asyncio.wait(late)
@@ -165,7 +166,7 @@ class HTTPServer:
                 request = await self._receive(conn, reader, writer, state)
                 if request is None:
                     return
-                state.request = f"{request.method} {request.path}"
+                state.request = f"{request.method} {request.target}"  # as sent: one line
                 response = await self._respond(request)
                 await self._send(conn, writer, request.method, response)
                 state.request = None

@@ -132,9 +132,7 @@ async def test_a_head_just_under_the_limit_is_served(url: str) -> None:
     assert (status, json.loads(body)) == (200, {"status": "ok"})
 
 
-async def test_a_request_body_over_the_limit_is_413_and_never_reaches_the_handler(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_request_body_over_the_limit_is_413_and_never_reaches_the_handler() -> None:
     view = FakeOperator()
     async with serve_http(view, listen="127.0.0.1:0", registry=CollectorRegistry()) as url:
         head = b"POST /-/reload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2000000\r\n\r\n"
@@ -143,6 +141,21 @@ async def test_a_request_body_over_the_limit_is_413_and_never_reaches_the_handle
     assert status == 413
     assert headers["connection"] == "close"
     assert json.loads(body) == {"error": "request body larger than 1 MiB"}
+    assert view.reloads == []
+
+
+async def test_a_chunked_body_growing_past_the_limit_is_413(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _limits(monkeypatch, body_bytes=1024)
+    view = FakeOperator()
+    chunk = b"400\r\n" + b"a" * 1024 + b"\r\n"
+    data = b"POST /-/reload HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    async with _serve(view) as url:
+        status, _, body = _parse(await _exchange(url, data + chunk * 2 + b"0\r\n\r\n"))
+
+    assert status == 413
+    assert json.loads(body) == {"error": "request body larger than 1 KiB"}
     assert view.reloads == []
 
 
@@ -380,9 +393,7 @@ class _SlowReload(FakeOperator):
         return self.outcome
 
 
-async def test_a_request_in_flight_at_stop_is_answered_if_it_finishes_in_time(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_request_in_flight_at_stop_is_answered_if_it_finishes_in_time() -> None:
     view = _SlowReload()
     served = serve_http(view, listen="127.0.0.1:0", registry=CollectorRegistry())
     url = await served.__aenter__()
@@ -426,13 +437,12 @@ async def test_a_request_still_running_after_the_shutdown_timeout_is_cancelled(
     assert 0.25 < took < 2.0
     warnings = [r.getMessage() for r in server_log.records if r.levelno == logging.WARNING]
     assert warnings == [
-        "HTTP request(s) still running 0.3s after the server stopped, cancelled: POST /-/reload"
+        "stopping the HTTP server cancelled request(s) still running: POST /-/reload"
+        " (waited up to 0.3s)"
     ]
 
 
-async def test_cancelling_the_serving_task_while_it_waits_for_a_request_leaves_nothing(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_cancelling_a_stop_that_waits_for_a_request_leaves_nothing() -> None:
     view = _SlowReload()
     bound: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
