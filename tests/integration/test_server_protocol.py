@@ -123,6 +123,15 @@ async def test_an_oversized_request_head_is_answered_431_and_closed(
     assert not [r for r in server_log.records if r.exc_info]
 
 
+async def test_a_head_that_arrives_whole_just_over_the_limit_is_431(url: str) -> None:
+    start = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: "
+    data = start + b"a" * (64 * 1024 - len(start) + 100) + b"\r\n\r\n"
+
+    status, _, body = _parse(await _exchange(url, data))
+
+    assert (status, json.loads(body)) == (431, {"error": "request head larger than 64 KiB"})
+
+
 async def test_a_head_just_under_the_limit_is_served(url: str) -> None:
     filler = b"X-Filler: " + b"a" * 1000 + b"\r\n"
     data = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + filler * 60
