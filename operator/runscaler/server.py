@@ -19,9 +19,9 @@ import ipaddress
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import replace
 from typing import Any, Protocol
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
@@ -30,14 +30,13 @@ from runscaler.errors import ConfigurationError
 from runscaler.fingerprints import fingerprint_fleet_dump
 from runscaler.logs import secrets
 from runscaler.manifest.values import is_loopback_host
+from runscaler.serving import HTTPServer, Request, Response
 
 log = logging.getLogger(__name__)
 
-# Open connections still running this long after the server stops are closed anyway.
-_SHUTDOWN_TIMEOUT = 2.0
 _PROXY_HEADERS = frozenset({"forwarded", "x-forwarded-for", "x-real-ip"})
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 class ReloadResult(Protocol):
@@ -118,12 +117,12 @@ def is_local_request(
     return is_loopback_host(name)
 
 
-def _json(data: Any, *, status: int = 200) -> web.Response:
+def _json(data: Any, *, status: int = 200) -> Response:
     text = secrets.redact(json.dumps(data, sort_keys=False))
-    return web.Response(text=text + "\n", status=status, content_type="application/json")
+    return Response(status, (text + "\n").encode(), "application/json; charset=utf-8")
 
 
-def _error(status: int, message: str) -> web.Response:
+def _error(status: int, message: str) -> Response:
     return _json({"error": message}, status=status)
 
 
@@ -131,11 +130,29 @@ class _Routes:
     def __init__(self, view: OperatorView, registry: CollectorRegistry) -> None:
         self.view = view
         self.registry = registry
+        self.table: dict[str, dict[str, Handler]] = {
+            "/healthz": {"GET": self.healthz, "HEAD": self.healthz},
+            "/readyz": {"GET": self.readyz, "HEAD": self.readyz},
+            "/status": {"GET": self.status},
+            "/metrics": {"GET": self.metrics},
+            "/-/reload": {"POST": _local_only(self.reload)},
+            "/-/fleet": {"GET": _local_only(self.fleet)},
+        }
 
-    async def healthz(self, request: web.Request) -> web.Response:
+    async def dispatch(self, request: Request) -> Response:
+        methods = self.table.get(request.path)
+        if methods is None:
+            return _error(404, f"no such endpoint: {request.path}")
+        handler = methods.get(request.method)
+        if handler is None:
+            answer = _error(405, f"{request.method} is not allowed on {request.path}")
+            return replace(answer, headers=(("Allow", ",".join(sorted(methods))),))
+        return await handler(request)
+
+    async def healthz(self, request: Request) -> Response:
         return _json({"status": "ok"})
 
-    async def readyz(self, request: web.Request) -> web.Response:
+    async def readyz(self, request: Request) -> Response:
         """Ready means serving: every scale set that should listen holds its session."""
         if not self.view.ready:
             return _json({"status": "starting"}, status=503)
@@ -144,22 +161,20 @@ class _Routes:
             return _json({"status": "degraded", "notServing": problems}, status=503)
         return _json({"status": "ready"})
 
-    async def status(self, request: web.Request) -> web.Response:
+    async def status(self, request: Request) -> Response:
         return _json(self.view.snapshot().to_json())
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    async def metrics(self, request: Request) -> Response:
         body = secrets.redact(generate_latest(self.registry).decode())
-        response = web.Response(text=body)
-        response.headers["Content-Type"] = CONTENT_TYPE_PLAIN_0_0_4
-        return response
+        return Response(200, body.encode(), CONTENT_TYPE_PLAIN_0_0_4)
 
-    async def reload(self, request: web.Request) -> web.Response:
+    async def reload(self, request: Request) -> Response:
         outcome = await self.view.reload(force=True)
         if outcome.result == "rejected":
             return _json({"result": "rejected", "error": outcome.error}, status=422)
         return _json({"result": outcome.result, "generation": outcome.generation})
 
-    async def fleet(self, request: web.Request) -> web.Response:
+    async def fleet(self, request: Request) -> Response:
         applied = self.view.applied_fleet()
         if applied is None:
             return _error(503, "no manifest is applied yet")
@@ -167,11 +182,11 @@ class _Routes:
 
 
 def _local_only(handler: Handler) -> Handler:
-    async def guarded(request: web.Request) -> web.StreamResponse:
+    async def guarded(request: Request) -> Response:
         local = is_local_request(
             remote=request.remote,
-            host_header=request.headers.get("Host"),
-            header_names=request.headers.keys(),
+            host_header=request.header("Host"),
+            header_names=(name for name, _ in request.headers),
         )
         if not local:
             log.warning(
@@ -181,38 +196,6 @@ def _local_only(handler: Handler) -> Handler:
         return await handler(request)
 
     return guarded
-
-
-@web.middleware
-async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        if exc.status == 404:
-            return _error(404, f"no such endpoint: {request.path}")
-        if exc.status == 405:
-            allowed = exc.headers.get("Allow", "")
-            answer = _error(405, f"{request.method} is not allowed on {request.path}")
-            answer.headers["Allow"] = allowed
-            return answer
-        raise
-    except Exception as exc:  # a bug: say so in JSON, keep serving
-        log.exception("%s %s failed", request.method, request.path)
-        return _error(500, f"internal error: {type(exc).__name__}")
-    log.debug("%s %s %s from %s", request.method, request.raw_path, response.status, request.remote)
-    return response
-
-
-def build_app(view: OperatorView, registry: CollectorRegistry) -> web.Application:
-    routes = _Routes(view, registry)
-    app = web.Application(middlewares=[_errors_as_json])
-    app.router.add_get("/healthz", routes.healthz, allow_head=True)
-    app.router.add_get("/readyz", routes.readyz, allow_head=True)
-    app.router.add_get("/status", routes.status)
-    app.router.add_get("/metrics", routes.metrics)
-    app.router.add_post("/-/reload", _local_only(routes.reload))
-    app.router.add_get("/-/fleet", _local_only(routes.fleet))
-    return app
 
 
 def _listen_error(host: str, port: int, exc: OSError) -> ConfigurationError:
@@ -231,19 +214,14 @@ async def serve_http(
 ) -> AsyncIterator[str]:
     """Serve the endpoints on `listen` until the block ends; yields the bound base URL."""
     host, port = parse_listen(listen)
-    runner = web.AppRunner(
-        build_app(view, registry), access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT
-    )
-    await runner.setup()
+    httpd = HTTPServer(_Routes(view, registry).dispatch, error=_error)
     try:
-        site = web.TCPSite(runner, host, port)
         try:
-            await site.start()
+            bound = await httpd.start(host, port)
         except OSError as exc:
             raise _listen_error(host, port, exc) from None
-        bound = runner.addresses[0][1]
         url = base_url(host, bound)
         log.debug("serving the operator's endpoints at %s", url)
         yield url
     finally:
-        await runner.cleanup()
+        await httpd.stop()

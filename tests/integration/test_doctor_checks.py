@@ -27,7 +27,7 @@ def _scale_set(name: str, backend: str) -> ScaleSet:
 def test_python_and_its_dependencies_import() -> None:
     check = checks.python_check()
     assert check.status == "ok"
-    assert check.detail.endswith("; 10 dependencies import")
+    assert check.detail.endswith("; 11 dependencies import")
 
 
 def test_tart_is_needed_only_by_tart_scale_sets_and_found_on_path(
@@ -106,7 +106,7 @@ def _leftover(name: str) -> Leftover:
 
 def test_the_report_shows_each_check_each_leftover_and_what_fixing_kept() -> None:
     report = DoctorReport(fixing=True)
-    report.add("ok", "python", "Python 3.11.2; 10 dependencies import")
+    report.add("ok", "python", "Python 3.11.2; 11 dependencies import")
     report.add("warn", "manifest", "fleet.yaml:9:14: warning: a literal token")
     first, second = _leftover("runscaler-acme-ci-linux-1"), _leftover("runscaler-acme-ci-linux-2")
     report.leftovers = [first, second]
@@ -116,7 +116,7 @@ def test_the_report_shows_each_check_each_leftover_and_what_fixing_kept() -> Non
     ]
     report.remaining = [second]
     assert check_lines(report) == [
-        "ok    python     Python 3.11.2; 10 dependencies import",
+        "ok    python     Python 3.11.2; 11 dependencies import",
         "warn  manifest   fleet.yaml:9:14: warning: a literal token",
     ]
     assert report_lines(report) == [

@@ -25,6 +25,8 @@ LAZY = (
     "cryptography",
     "jsonschema",
     "plistlib",  # and its XML parser: for a launchd unit (`runscaler service`)
+    "aiohttp",  # the simulator's web framework: the operator's server and engine client are not
+    "aiodocker",
 )
 
 STARTUP = """
@@ -39,6 +41,8 @@ from runscaler.logs import setup_logging
 from runscaler.manifest.loading import load_manifest
 from runscaler.github.client import ScaleSetClient
 from runscaler.github.tokens import AdminTokens
+# What the first Docker or Swarm scale set loads.
+import runscaler.backends.docker, runscaler.backends.swarm, runscaler.backends.docker_sweep
 print(json.dumps(sorted({name.split(".")[0] for name in sys.modules} | set(sys.modules))))
 """
 

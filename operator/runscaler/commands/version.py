@@ -18,6 +18,7 @@ DEPENDENCIES = (
     "tomli-w",
     "jsonschema",
     "httpx",
+    "h11",
     "aiohttp",
     "watchfiles",
     "rich",

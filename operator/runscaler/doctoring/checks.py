@@ -35,6 +35,7 @@ DEPENDENCIES = (
     ("tomli-w", "tomli_w"),
     ("jsonschema", "jsonschema"),
     ("httpx", "httpx"),
+    ("h11", "h11"),
     ("aiohttp", "aiohttp"),
     ("watchfiles", "watchfiles"),
     ("rich", "rich"),
