@@ -5,7 +5,7 @@ One `DockerBackend` serves every scale set of a fleet that uses one engine (`uni
 start latency is what a waiting job feels; everything slower (pulls, the shared volume) happens
 once in `prepare`. Everything we create carries the fleet label, so a restarted operator finds
 its runners and never touches anything else. Exits come from the engine's event stream
-(`docker_events`), housekeeping lives in `docker_sweep`, and no httpx exception or engine error
+(`docker_events`), housekeeping lives in `docker_sweep`, and no transport error or engine error
 answer leaves this package untranslated (`docker_client.engine_calls`).
 """
 

@@ -1,10 +1,11 @@
-"""The Docker Engine API over HTTP: the few calls the Docker and Swarm backends make.
+"""The Docker Engine API: the few calls the Docker and Swarm backends make.
 
-A thin client on httpx (which the GitHub side already loads) instead of aiodocker: aiodocker
-brings aiohttp, about 13 MiB of resident memory in an operator that otherwise needs neither.
-It speaks the unversioned API (the engine answers at its own version, as aiodocker's `auto`
-did), turns an error status into `EngineError` with the engine's message, and leaves every
-transport failure as httpx raised it; `docker_client.engine_calls` translates both.
+A thin client on our own HTTP/1.1 pool (`engine_http`) instead of aiodocker, which brings
+aiohttp (about 13 MiB of resident memory in an operator that otherwise needs neither), and
+instead of httpx, whose pool costs several times the CPU in a burst of starts. It speaks the
+unversioned API (the engine answers at its own version, as aiodocker's `auto` did), turns an
+error status into `EngineError` with the engine's message, and leaves every transport failure
+as `OSError` or `TimeoutError`; `docker_client.engine_calls` translates both.
 """
 
 from __future__ import annotations
@@ -14,16 +15,14 @@ import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
 
-import httpx
+from runscaler.backends.engine_http import EngineHTTP, Response, Target
 
-# Connecting (including waiting for a pooled connection) must be quick; an engine that answers
-# slowly under load (30 containers created at once, a large container removed) is still alive.
+# Connecting must be quick; an engine that answers slowly under load (30 containers created at
+# once, a large container removed) is still alive.
 CONNECT_TIMEOUT = 30.0
-REQUEST_TIMEOUT = 300.0
-
-# As many connections as aiohttp's default: a burst of creates and starts goes out at once.
-_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=32, keepalive_expiry=15)
+REQUEST_TIMEOUT = 300.0  # between two reads of an answer
 _STREAM_HEADER = 8  # a multiplexed log frame: stream (1 byte), 3 zero bytes, length (4 bytes)
 
 Params = Mapping[str, str | int]
@@ -38,29 +37,24 @@ class EngineError(Exception):
         self.message = message
 
 
+def target_of(url: str, socket_path: str | None, tls: ssl.SSLContext | None) -> Target:
+    if socket_path:
+        return Target(socket_path=socket_path)
+    parts = urlsplit(url)
+    return Target(host=parts.hostname or "", port=parts.port or 2375, tls=tls)
+
+
 class DockerAPI:
     """One engine's API; connections are pooled and made on demand (no I/O until a call)."""
 
     def __init__(
         self, *, url: str, socket_path: str | None = None, ssl_context: ssl.SSLContext | None
     ) -> None:
-        transport = httpx.AsyncHTTPTransport(
-            uds=socket_path,
-            # No TLS unless asked for: a context without verification costs nothing to make,
-            # where the default one loads the whole CA bundle.
-            verify=ssl_context if ssl_context is not None else False,
-            limits=_LIMITS,
-        )
-        self._client = httpx.AsyncClient(
-            base_url="http://docker" if socket_path else url,
-            transport=transport,
-            timeout=httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT, pool=CONNECT_TIMEOUT),
-            # The engine is never reached through an HTTP proxy from the environment.
-            trust_env=False,
-        )
+        target = target_of(url, socket_path, ssl_context)
+        self._http = EngineHTTP(target, connect_timeout=CONNECT_TIMEOUT)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._http.close()
 
     async def query_json(
         self,
@@ -101,25 +95,17 @@ class DockerAPI:
         params: Params | None = None,
         body: object = None,
         read_timeout: float | None = REQUEST_TIMEOUT,
-    ) -> AsyncIterator[httpx.Response]:
+    ) -> AsyncIterator[Response]:
         """The answer, its body not read yet (an event or pull stream); closed on exit."""
-        request = self._client.build_request(
-            method,
-            f"/{path}",
-            params=dict(params) if params else None,
-            content=json.dumps(body).encode() if body is not None else None,
-            headers={"Content-Type": "application/json"} if body is not None else None,
-            timeout=httpx.Timeout(
-                REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT, pool=CONNECT_TIMEOUT, read=read_timeout
-            ),
-        )
-        response = await self._client.send(request, stream=True)
-        try:
+        target = "/" + quote(path, safe="/:@")
+        if params:
+            target += "?" + urlencode(params)
+        content = json.dumps(body).encode() if body is not None else None
+        exchange = self._http.request(method, target, body=content, read_timeout=read_timeout)
+        async with exchange as response:
             if response.status_code >= 400:
                 raise EngineError(response.status_code, _message(await response.aread()))
             yield response
-        finally:
-            await response.aclose()
 
     async def list_containers(self, **filters: list[str]) -> list[dict[str, Any]]:
         """Summaries of every container (running or not) matching `filters`."""

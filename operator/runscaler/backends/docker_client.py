@@ -1,10 +1,10 @@
 """Reaching a Docker engine: endpoint parsing, client TLS, and the error boundary.
 
-Every call the Docker backend makes goes through `engine_calls`, which turns whatever httpx,
-`ssl` or the operating system raise, and the engine's error answers (`EngineError`), into our
+Every call the Docker backend makes goes through `engine_calls`, which turns whatever `ssl` or
+the operating system raise, a timeout, and the engine's error answers (`EngineError`), into our
 own tree: `BackendUnavailable` when the engine cannot be reached (or went away mid-call),
-`BackendError` with the engine's own message otherwise. So no httpx exception ever escapes the
-backend, and every message says which engine and what to do.
+`BackendError` with the engine's own message otherwise. So every message says which engine
+and what to do.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
-
-import httpx
 
 from runscaler.backends.base import BackendError, BackendUnavailable
 from runscaler.backends.docker_api import DockerAPI, EngineError
@@ -156,7 +154,7 @@ def _unavailable(host: str, exc: BaseException) -> BackendUnavailable:
             f"cannot reach Docker at {host}: TLS failed ({_reason(tls)}): "
             "check docker.tls (ca, cert, key) and the engine's certificate"
         )
-    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+    if isinstance(exc, TimeoutError):
         return BackendUnavailable(
             f"Docker at {host} did not answer in time: is the engine overloaded or hung? "
             "try runscaler doctor"
@@ -173,5 +171,5 @@ def engine_calls(host: str, what: str) -> Iterator[None]:
         raise
     except EngineError as exc:
         raise BackendError(f"{what} on Docker at {host}: {engine_message(exc)}") from exc
-    except (httpx.TransportError, OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError) as exc:
         raise _unavailable(host, exc) from exc

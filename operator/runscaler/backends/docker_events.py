@@ -23,8 +23,6 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import httpx
-
 from runscaler.backends.base import (
     LABEL_FLEET,
     LABEL_RUNNER,
@@ -34,6 +32,7 @@ from runscaler.backends.base import (
 )
 from runscaler.backends.docker_api import DockerAPI
 from runscaler.backends.docker_client import engine_calls
+from runscaler.backends.engine_http import Response
 
 log = logging.getLogger(__name__)
 
@@ -173,10 +172,10 @@ class ExitWatch:
             async with stream as response:
                 try:
                     await self._read(response)
-                except (httpx.TransportError, OSError):
+                except OSError:
                     pass  # connected, then cut: the engine went away (reported by the caller)
 
-    async def _read(self, response: httpx.Response) -> None:
+    async def _read(self, response: Response) -> None:
         async for line in response.aiter_lines():
             try:
                 event = json.loads(line)
