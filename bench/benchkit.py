@@ -136,17 +136,21 @@ def _alive(process: subprocess.Popen[bytes], log: Path, what: str) -> None:
 
 
 def start_simulator(
-    processes: Processes, *, poll_wait: float = 50.0, args: Sequence[str] = ()
+    processes: Processes,
+    *,
+    poll_wait: float = 50.0,
+    args: Sequence[str] = (),
+    name: str = "simulator",
 ) -> str:
     """`runscaler simulator` on a free loopback port; its base URL."""
     process, log = processes.start(
         ["simulator", "--listen", "127.0.0.1:0", "--poll-wait", str(poll_wait), *args],
-        name="simulator",
+        name=name,
     )
 
     def url() -> str | None:
         _alive(process, log, "the simulator")
-        found = re.search(r"simulator listening on (http://\S+)", log.read_text())
+        found = re.search(r"simulator listening on (https?://\S+)", log.read_text())
         return found[1] if found else None
 
     return wait_for(url, timeout=30, what="the simulator to listen")
@@ -186,8 +190,15 @@ def start_operator(
         raise BenchError(f"{exc}; its log ends:\n{log_tail(log)}") from None
 
 
-def manifest(fleet: str, *, url: str, scale_sets: Sequence[Mapping[str, Any]]) -> str:
-    """A fleet of docker scale sets on the simulator, the stand-in runner on the host network."""
+def manifest(
+    fleet: str,
+    *,
+    url: str,
+    scale_sets: Sequence[Mapping[str, Any]],
+    ca_bundle: Path | None = None,
+) -> str:
+    """A fleet of docker scale sets on the simulator, the stand-in runner on the host network;
+    `ca_bundle` for a simulator that serves HTTPS with a certificate of its own."""
     lines = [
         "apiVersion: runscaler/v1",
         "kind: Fleet",
@@ -197,6 +208,7 @@ def manifest(fleet: str, *, url: str, scale_sets: Sequence[Mapping[str, Any]]) -
         "  github:",
         f"    url: {url}/acme",
         f"    auth: {{token: 'env:{TOKEN_ENV}'}}",
+        *([f"    caBundle: '{ca_bundle}'"] if ca_bundle else []),
         "  drainTimeout: 30s",
         f"  docker: {{image: '{RUNNER_IMAGE}', pull: never, network: host}}",
         "scaleSets:",
@@ -206,8 +218,8 @@ def manifest(fleet: str, *, url: str, scale_sets: Sequence[Mapping[str, Any]]) -
     return "\n".join(lines) + "\n"
 
 
-def sim_state(url: str) -> dict[str, Any]:
-    response = httpx.get(f"{url}/_sim/state", timeout=10)
+def sim_state(url: str, *, verify: str | bool = True) -> dict[str, Any]:
+    response = httpx.get(f"{url}/_sim/state", timeout=10, verify=verify)
     response.raise_for_status()
     state: dict[str, Any] = response.json()
     return state

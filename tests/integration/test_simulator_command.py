@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 
 from runscaler.commands.simulator import runner_image_note
 from runscaler.simulator.runner import RUNNER_IMAGE
+from tests.integration.dockerkit import make_tls_files
 
 
 @pytest.fixture
@@ -87,6 +90,15 @@ def test_sigint_stops_it_cleanly_too(start: list[subprocess.Popen[str]]) -> None
             ["--app-key", "/nonexistent/key.pem"],
             "runscaler: --app-key /nonexistent/key.pem: cannot read it: No such file or directory",
         ),
+        (
+            ["--tls-cert", "/nonexistent/cert.pem"],
+            "runscaler: --tls-cert and --tls-key go together: pass both, or neither",
+        ),
+        (
+            ["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"],
+            "runscaler: --tls-cert /nonexistent/cert.pem, --tls-key /nonexistent/key.pem: "
+            "cannot read them: No such file or directory",
+        ),
     ],
 )
 def test_bad_settings_are_refused_in_one_line(
@@ -95,6 +107,37 @@ def test_bad_settings_are_refused_in_one_line(
     process = simulator(start, *args)
     out, err = process.communicate(timeout=30)
     assert (process.returncode, out, err.strip()) == (1, "", message)
+
+
+def test_with_a_certificate_it_serves_https_that_its_ca_verifies(
+    start: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    tls = make_tls_files(tmp_path)
+    process = simulator(start, "--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key))
+    assert process.stdout is not None
+    first = process.stdout.readline().strip()
+    assert first.startswith("simulator listening on https://127.0.0.1:")
+    url = first.rsplit(" ", 1)[1]
+    trusted = ssl.create_default_context(cafile=str(tls.ca))
+    with urllib.request.urlopen(f"{url}/_sim/state", timeout=10, context=trusted) as response:
+        assert json.load(response)["sessions"] == []
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        urllib.request.urlopen(f"{url}/_sim/state", timeout=10)  # not trusted by default
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+
+
+def test_a_cert_without_its_key_is_refused_in_one_line(
+    start: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    tls = make_tls_files(tmp_path)
+    process = simulator(start, "--tls-cert", str(tls.server_cert), "--tls-key", str(tls.ca))
+    out, err = process.communicate(timeout=30)
+    assert (process.returncode, out) == (1, "")
+    assert err.strip() == (
+        f"runscaler: --tls-cert {tls.server_cert}, --tls-key {tls.ca}: not a PEM certificate and "
+        "its unencrypted PEM key: pass the certificate (chain) and the key it was issued for"
+    )
 
 
 def test_a_port_in_use_is_refused_in_one_line(start: list[subprocess.Popen[str]]) -> None:

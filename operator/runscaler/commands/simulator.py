@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import ipaddress
 import os
+import ssl
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -147,6 +148,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="address to serve on; port 0 picks a free port (default 127.0.0.1:0)",
     )
     parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="serve HTTPS with this PEM certificate (chain) and --tls-key, as github.com does",
+    )
+    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="the certificate's key")
+    parser.add_argument(
         "--allow-remote",
         action="store_true",
         help="allow a --listen address that is not loopback (anyone reaching it can use it)",
@@ -258,7 +266,29 @@ def _read_app_key(path: Path | None) -> str | None:
     return text
 
 
-async def _serve(options: SimulatorOptions, *, host: str, port: int, note: str) -> None:
+def _tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigurationError("--tls-cert and --tls-key go together: pass both, or neither")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile=cert, keyfile=key)
+    except ssl.SSLError:
+        raise ConfigurationError(
+            f"--tls-cert {cert}, --tls-key {key}: not a PEM certificate and its unencrypted "
+            "PEM key: pass the certificate (chain) and the key it was issued for"
+        ) from None
+    except OSError as exc:
+        raise ConfigurationError(
+            f"--tls-cert {cert}, --tls-key {key}: cannot read them: {exc.strerror or exc}"
+        ) from None
+    return context
+
+
+async def _serve(
+    options: SimulatorOptions, *, host: str, port: int, note: str, tls: ssl.SSLContext | None
+) -> None:
     import asyncio
     import signal
 
@@ -269,7 +299,7 @@ async def _serve(options: SimulatorOptions, *, host: str, port: int, note: str) 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        simulator = await start_simulator(options, host=host, port=port)
+        simulator = await start_simulator(options, host=host, port=port, tls=tls)
     except OSError as exc:
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         raise ConfigurationError(
@@ -305,7 +335,8 @@ def main(args: argparse.Namespace) -> int:
         runner_lost_timeout=args.runner_lost_timeout,
         realism=realism_from(args),
     )
+    tls = _tls_context(args.tls_cert, args.tls_key)
     setup_logging(args.log_level)
     note = runner_image_note(build=args.build_runner_image)
-    asyncio.run(_serve(options, host=host, port=port, note=note))
+    asyncio.run(_serve(options, host=host, port=port, note=note, tls=tls))
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
@@ -83,8 +84,8 @@ class Simulator:
         log.info("simulator at %s stopped", self.url)
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def _url(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 async def start_simulator(
@@ -92,19 +93,20 @@ async def start_simulator(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
+    tls: ssl.SSLContext | None = None,
 ) -> Simulator:
-    """Bind and serve; the caller must `stop()` the result."""
+    """Bind and serve (HTTPS with `tls`, as github.com is); the caller must `stop()` it."""
     core = Core(options)
     runner = web.AppRunner(build_app(core), access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=tls)
         await site.start()
         bound = runner.addresses[0][1]
     except BaseException:
         await runner.cleanup()
         raise
-    url = _url(host, bound)
+    url = _url(host, bound, "https" if tls else "http")
     core.state.base_url = url
     log.info("simulator listening on %s", url)
     return Simulator(core=core, url=url, runner=runner)
