@@ -6,6 +6,7 @@ made by openssl for the session; the busybox image is loaded into it from the ma
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import Iterator
@@ -77,6 +78,20 @@ async def test_a_runner_starts_and_goes_on_a_tls_engine(
     assert listed["Config"]["Labels"][LABEL_FLEET] == tls_fleet
     assert [r.name for r in owned] == ["linux-tls"]
     assert after == []
+
+
+async def test_a_burst_of_calls_over_tls_keeps_only_a_few_connections_open(
+    tls_engine: Dockerd, tls_fleet: str
+) -> None:
+    """Each TLS connection holds a 256 KiB buffer in asyncio: after a burst, few stay idle."""
+    backend = DockerBackend(fleet=tls_fleet, host=tls_engine.host, tls=tls_engine.tls)
+    try:
+        versions = await asyncio.gather(*(backend.api().query_json("version") for _ in range(12)))
+        idle = len(backend.api()._http._idle)
+    finally:
+        await backend.close()
+    assert {v["ApiVersion"] for v in versions} and len(versions) == 12
+    assert 1 <= idle <= 4
 
 
 async def test_an_engine_signed_by_another_ca_is_refused(

@@ -25,6 +25,8 @@ import h11
 
 _READ_CHUNK = 64 * 1024
 _MAX_IDLE = 32  # connections kept open between bursts
+# asyncio's TLS layer holds a 256 KiB buffer per connection: keep few of those idle.
+_MAX_IDLE_TLS = 4
 _KEEPALIVE = 15.0  # an idle connection older than this is closed, not reused
 
 
@@ -174,7 +176,7 @@ class EngineHTTP:
         if (
             reusable
             and not self._closed
-            and len(self._idle) < _MAX_IDLE
+            and len(self._idle) < (_MAX_IDLE_TLS if self._target.tls else _MAX_IDLE)
             and http.our_state is h11.DONE
             and http.their_state is h11.DONE
         ):
