@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import http
 import logging
-import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,9 +29,7 @@ import h11
 log = logging.getLogger(__name__)
 
 _READ_CHUNK = 64 * 1024
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _CONTINUE = h11.InformationalResponse(status_code=100, headers=[])
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 @dataclass(frozen=True)
@@ -252,7 +250,7 @@ class HTTPServer:
         headers = [
             ("Content-Type", response.content_type),
             ("Content-Length", str(len(response.body))),
-            ("Date", _http_date()),
+            ("Date", email.utils.formatdate(usegmt=True)),
             *response.headers,
         ]
         if self._stopping:
@@ -362,12 +360,3 @@ def _size(limit: int) -> str:
     if limit % 1024 == 0:
         return f"{limit // 1024} KiB"
     return f"{limit} bytes"
-
-
-def _http_date() -> str:
-    # Not time.strftime: its day and month names follow the locale.
-    now = time.gmtime()
-    return (
-        f"{_DAYS[now.tm_wday]}, {now.tm_mday:02d} {_MONTHS[now.tm_mon - 1]} {now.tm_year} "
-        f"{now.tm_hour:02d}:{now.tm_min:02d}:{now.tm_sec:02d} GMT"
-    )
