@@ -121,6 +121,18 @@ class DockerAPI:
         return demultiplex(await self.query(path, params=params)).decode(errors="replace")
 
 
+async def json_lines(response: Response) -> AsyncIterator[dict[str, Any]]:
+    """The JSON objects of a streamed answer (events, pull progress), one per line; a line
+    that is not one is skipped."""
+    async for line in response.aiter_lines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict):
+            yield item
+
+
 def json_filters(**values: list[str]) -> str:
     """The `filters` parameter of a listing: `json_filters(label=["a=b"], status=["exited"])`."""
     return json.dumps(values)

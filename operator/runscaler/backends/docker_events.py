@@ -30,7 +30,7 @@ from runscaler.backends.base import (
     BackendUnavailable,
     RunnerExit,
 )
-from runscaler.backends.docker_api import DockerAPI
+from runscaler.backends.docker_api import DockerAPI, json_lines
 from runscaler.backends.docker_client import engine_calls
 from runscaler.backends.engine_http import Response
 
@@ -176,13 +176,8 @@ class ExitWatch:
                     pass  # connected, then cut: the engine went away (reported by the caller)
 
     async def _read(self, response: Response) -> None:
-        async for line in response.aiter_lines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                self._dispatch(event)
+        async for event in json_lines(response):
+            self._dispatch(event)
 
     def _dispatch(self, event: dict[str, Any]) -> None:
         actor = event.get("Actor") or {}

@@ -14,7 +14,6 @@ them); the renderer never sees the engine's raw JSON, and a renderer bug never b
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from runscaler.backends.base import BackendError
-from runscaler.backends.docker_api import DockerAPI, EngineError
+from runscaler.backends.docker_api import DockerAPI, EngineError, json_lines
 from runscaler.backends.docker_client import engine_calls
 
 log = logging.getLogger(__name__)
@@ -239,13 +238,7 @@ class ImagePuller:
             "images/create", method="POST", params=params, read_timeout=None
         )
         async with stream as response:
-            async for line in response.aiter_lines():
-                try:
-                    item = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(item, dict):
-                    continue
+            async for item in json_lines(response):
                 if item.get("error") or item.get("errorDetail"):
                     # The answer was 200; the registry's refusal comes inside the stream.
                     detail = item.get("errorDetail")
