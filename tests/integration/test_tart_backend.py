@@ -196,19 +196,22 @@ async def test_two_scale_sets_share_the_hosts_two_slots_and_never_run_three_vms(
         asyncio.create_task(backend.start(tart_spec(f"b-{i}", key="bbbbbbbbbbbb")))
         for i in range(2)
     ]
-    await eventually(lambda: sum(t.done() for t in starts) == 2, timeout=20, message="two up")
-    assert backend.slots.waiting == 2 and len(fake_tart.running()) == 2
-    # Each runner that goes frees its slot for a waiting start of either scale set.
-    for name in [n for n in ("a-0", "a-1", "b-0", "b-1") if n in _runners(backend)]:
-        await backend.remove(name)
-    await asyncio.wait_for(asyncio.gather(*starts), 30)
-    macs = {fake_tart.config(vm)["macAddress"] for vm in fake_tart.running()}
-    assert macs == {"02:00:00:00:00:01", "02:00:00:00:00:02"}
-    for name in list(_runners(backend)):
-        await backend.remove(name)
-    watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watcher
+    try:
+        await eventually(lambda: sum(t.done() for t in starts) == 2, timeout=20, message="two up")
+        assert [t.exception() for t in starts if t.done()] == [None, None]
+        assert backend.slots.waiting == 2 and len(fake_tart.running()) == 2
+        # Each runner that goes frees its slot for a waiting start of either scale set.
+        for name in [n for n in ("a-0", "a-1", "b-0", "b-1") if n in _runners(backend)]:
+            await backend.remove(name)
+        await asyncio.wait_for(asyncio.gather(*starts), 30)
+        macs = {fake_tart.config(vm)["macAddress"] for vm in fake_tart.running()}
+        assert macs == {"02:00:00:00:00:01", "02:00:00:00:00:02"}
+        for name in list(_runners(backend)):
+            await backend.remove(name)
+    finally:
+        for task in [watcher, *starts]:
+            task.cancel()
+        await asyncio.gather(watcher, *starts, return_exceptions=True)
     assert most == 2
     assert fake_tart.vms() == set() and backend.slots.in_use == frozenset()
 
