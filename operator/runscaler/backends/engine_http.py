@@ -15,6 +15,7 @@ closed mid-answer, TLS) or `TimeoutError`; the caller decides what they mean.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -84,7 +85,14 @@ class _Connection:
             self.http.receive_data(data)  # b"" is the end of the stream
 
     def close(self) -> None:
-        self.writer.close()
+        # Abort, not close: nothing more is owed to the engine on a connection we drop, and a
+        # TLS close would hold the socket open until the engine answered its close_notify,
+        # past the end of a loop that stops right after closing the client.
+        self.writer.transport.abort()
+
+    async def closed(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
 
 
 class Response:
@@ -132,10 +140,14 @@ class EngineHTTP:
         self._closed = False
 
     async def close(self) -> None:
+        """Close the idle connections, and the others as their requests end."""
         self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await asyncio.gather(*(connection.closed() for connection in idle))
 
     @asynccontextmanager
     async def request(
